@@ -63,3 +63,83 @@ def save_tiny_depth_model(folder: str | Path) -> Path:
     )
     processor.save_pretrained(folder)
     return folder
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Stage II: PropDPM, VAE, CLIP image tower (the dummy components of every model/propagation/training test)
+# --------------------------------------------------------------------------------------------------------------------
+DUMMY_PROPDPM = {
+    "sample_size": 8,
+    "block_out_channels": (8, 8),
+    "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+    "layers_per_block": 1,
+    "attention_head_dim": 2,
+    "cross_attention_dim": 16,
+    "norm_num_groups": 2,
+}
+
+
+def get_dummy_unet():
+    """A 4-channel SD-shaped UNet with the dummy PropDPM's blocks (for the zero-init equivalence test)."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(SEED)
+    cfg = {k: v for k, v in DUMMY_PROPDPM.items()}
+    return UNet2DConditionModel(in_channels=4, out_channels=4, **cfg).eval()
+
+
+def get_dummy_propdpm(**overrides):
+    from magicprop.models import PropDPM
+
+    torch.manual_seed(SEED)
+    return PropDPM(**{**DUMMY_PROPDPM, **overrides}).eval()
+
+
+def get_dummy_vae():
+    """AutoencoderKL with one downsampling: 32x32 frames -> 4x16x16 latents."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(SEED)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 8),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=2,
+        sample_size=32,
+    ).eval()
+
+
+def get_dummy_image_encoder():
+    """CLIP vision tower whose projection width (16) equals the dummy cross-attention width, as 768 does for SD 1.5."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(SEED)
+    config = CLIPVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8,
+        projection_dim=16,
+    )  # fmt: skip
+    return CLIPVisionModelWithProjection(config).eval()
+
+
+def get_dummy_propagation_models(**propdpm_overrides):
+    from magicprop.models import PropagationModels
+    from magicprop.schedulers import make_scheduler
+
+    return PropagationModels(
+        propdpm=get_dummy_propdpm(**propdpm_overrides),
+        vae=get_dummy_vae(),
+        image_encoder=get_dummy_image_encoder(),
+        scheduler_config=dict(make_scheduler("ddim").config),
+        source="dummy",
+    ).eval()
+
+
+def save_dummy_propagation_models(folder: str | Path, **propdpm_overrides) -> Path:
+    folder = Path(folder)
+    get_dummy_propagation_models(**propdpm_overrides).save_pretrained(folder, card={"config": "dummy"})
+    return folder

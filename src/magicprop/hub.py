@@ -1,0 +1,81 @@
+"""Loading pretrained components by hub id or local folder, failing at once with one line when they cannot be had.
+
+Offline (or with the hub unreachable) a missing model must not hang in retries nor load half of itself: we look in the
+local cache first, probe the hub once with a short timeout, and otherwise raise a `MagicPropError` naming the model id
+and the flag that takes a local folder. Weights are loaded from safetensors only (`use_safetensors=True`): a checkpoint
+that would need unpickling is refused unless the caller opts in.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import MagicPropError, UsageError
+
+T = TypeVar("T")
+
+_HUB_HOST = ("huggingface.co", 443)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """True when the hub can be reached; False at once when offline mode is set."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        with socket.create_connection(_HUB_HOST, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_component(
+    cls: type[T],
+    id_or_path: str | os.PathLike,
+    *,
+    what: str,
+    flag: str,
+    subfolder: str | None = None,
+    allow_pickle: bool = False,
+    **kwargs: Any,
+) -> T:
+    """`cls.from_pretrained(id_or_path, subfolder=...)` with clear, immediate errors.
+
+    Args:
+        what: a few words for messages ("depth model").
+        flag: the CLI flag that takes a local folder instead ("--depth-model").
+        allow_pickle: let .bin/.ckpt weights load (they can run code when unpickled): only for files the user made.
+    """
+    local = Path(id_or_path).expanduser()
+    if subfolder:
+        kwargs["subfolder"] = subfolder
+    kwargs["use_safetensors"] = None if allow_pickle else True
+    if local.exists():
+        if not local.is_dir():
+            raise UsageError(f"{what} {local} is a file; pass the folder that holds its config.json ({flag} DIR)")
+        return _from_pretrained(cls, str(local), what, flag, local_files_only=True, **kwargs)
+    if str(id_or_path).startswith((".", "/", "~")):
+        raise UsageError(f"{what} folder not found: {id_or_path}; check the path given to {flag}")
+    try:  # the local cache first: no network needed when the model was downloaded before
+        return _from_pretrained(cls, str(id_or_path), what, flag, local_files_only=True, **kwargs)
+    except MagicPropError:
+        if not hub_reachable():
+            raise MagicPropError(
+                f"{what} {id_or_path!s} is not in the local cache and the hub is unreachable; download it on a connected "
+                f"machine (`hf download {id_or_path}`) or pass a local folder with {flag} DIR"
+            ) from None
+    return _from_pretrained(cls, str(id_or_path), what, flag, **kwargs)
+
+
+def _from_pretrained(cls, name: str, what: str, flag: str, **kwargs):
+    try:
+        return cls.from_pretrained(name, **kwargs)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "safetensors" in first.lower() and kwargs.get("use_safetensors"):
+            raise UsageError(
+                f"{what} {name} has no .safetensors weights; convert them, or pass --allow-pickle if you trust the file"
+            ) from None
+        raise MagicPropError(f"cannot load {what} from {name}: {first[:300]}; pass a valid local folder with {flag} DIR") from None

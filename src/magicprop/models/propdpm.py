@@ -1,0 +1,199 @@
+"""PropDPM: the appearance-propagation diffusion model (paper, sections 3.2-3.3).
+
+A latent-diffusion UNet initialised from SD 1.5 renders frame k from
+  * spatial conditions, concatenated to the noisy latent: the target depth m_k, the previous edited latent z_{k-1} and the
+    previous depth m_{k-1} (4 + 1 + 4 + 1 = 10 input channels);
+  * semantic conditions, read by cross-attention: the appearance adaptor's fusion of the edited keyframe's CLIP tokens
+    and VAE latent.
+`assemble_conditioning` is the one place where these inputs are put together: training and inference both call it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DConditionModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+
+from .adapter import AppearanceAdapter
+from .configs import propdpm_config
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_MODES = ("clip+vae", "clip")
+
+
+@dataclass
+class PropConditioning:
+    """Everything PropDPM reads besides the noisy latent and the timestep."""
+
+    spatial: torch.Tensor  # (B, 6 or 10, h, w): target depth, previous latent, previous depth [, warped previous latent]
+    reference_tokens: torch.Tensor  # (B or 1, 1 + h/2 * w/2, C): adaptor output, shared by every frame of a clip
+
+
+def depth_to_latent_grid(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Depth in [0, 1] (B, 1, H, W) or (B, H, W) -> (B, 1, h, w) in [-1, 1], area-resized to the latent grid."""
+    if depth.ndim == 3:
+        depth = depth[:, None]
+    if tuple(depth.shape[-2:]) != tuple(size):
+        depth = F.interpolate(depth, size=size, mode="area" if depth.shape[-1] >= size[-1] else "bilinear")
+    return depth * 2 - 1  # same range as the latents' typical values, as SD's ControlNet conditioning is centred
+
+
+def assemble_conditioning(
+    target_depth: torch.Tensor,
+    previous_latent: torch.Tensor,
+    previous_depth: torch.Tensor,
+    reference_tokens: torch.Tensor,
+    *,
+    warped_previous: torch.Tensor | None = None,
+    drop_previous: torch.Tensor | None = None,
+) -> PropConditioning:
+    """Put PropDPM's conditions together; training and inference both call this.
+
+    Args:
+        target_depth: (B, 1, H, W) or (B, H, W) in [0, 1], 1 = nearest, at any size (resized to the latent grid).
+        previous_latent: (B, 4, h, w) scaled VAE latent of the previous *edited* frame.
+        previous_depth: depth of the previous frame, like target_depth.
+        reference_tokens: adaptor output (see `PropDPM.encode_reference`).
+        warped_previous: (B, 4, h, w) previous latent warped along the source's flow, for models built with
+            `use_warped_previous=True` (a FlowVid-style option; the paper's model has none).
+        drop_previous: (B,) bool; True replaces the previous frame (latent, depth, warp) with zeros, as training does so
+            that the first frame of a chain can be generated from the reference alone.
+    """
+    size = tuple(previous_latent.shape[-2:])
+    target = depth_to_latent_grid(target_depth, size)  # (B, 1, h, w)
+    prev_depth = depth_to_latent_grid(previous_depth, size)  # (B, 1, h, w)
+    prev = [previous_latent, prev_depth] + ([warped_previous] if warped_previous is not None else [])
+    if drop_previous is not None:
+        keep = (~drop_previous).to(previous_latent.dtype)[:, None, None, None]
+        prev = [p * keep for p in prev]
+    spatial = torch.cat([target, prev[0], prev[1], *prev[2:]], dim=1)  # (B, 6 [+4], h, w)
+    return PropConditioning(spatial=spatial, reference_tokens=reference_tokens)
+
+
+class PropDPM(ModelMixin, ConfigMixin):
+    """UNet2DConditionModel with 10 input channels plus the appearance adaptor; predicts v (zero-terminal-SNR)."""
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int = 32,
+        latent_channels: int = 4,
+        block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280),
+        down_block_types: tuple[str, ...] = (
+            "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D",
+        ),  # fmt: skip
+        up_block_types: tuple[str, ...] = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        layers_per_block: int = 2,
+        attention_head_dim: int | tuple[int, ...] = 8,
+        cross_attention_dim: int = 768,  # = CLIP's projected token width, so the adaptor needs no projection
+        norm_num_groups: int = 32,
+        reference_mode: str = "clip+vae",  # "clip" is the CLIP-only ablation of the adaptor
+        use_warped_previous: bool = False,  # add the flow-warped previous latent as 4 more input channels
+    ):
+        super().__init__()
+        if reference_mode not in REFERENCE_MODES:
+            raise ValueError(f"reference_mode must be one of {REFERENCE_MODES}, got {reference_mode!r}")
+        self.unet = UNet2DConditionModel(
+            sample_size=sample_size,
+            in_channels=self.num_input_channels,
+            out_channels=latent_channels,
+            block_out_channels=tuple(block_out_channels),
+            down_block_types=tuple(down_block_types),
+            up_block_types=tuple(up_block_types),
+            layers_per_block=layers_per_block,
+            attention_head_dim=attention_head_dim,
+            cross_attention_dim=cross_attention_dim,
+            norm_num_groups=norm_num_groups,
+        )
+        self.adapter = AppearanceAdapter(cross_attention_dim, latent_channels, use_vae=reference_mode == "clip+vae")
+
+    @property
+    def num_input_channels(self) -> int:
+        c = self.config.latent_channels
+        return c + 1 + c + 1 + (c if self.config.use_warped_previous else 0)
+
+    @classmethod
+    def from_config_name(cls, name: str, **overrides) -> "PropDPM":
+        """Build a randomly initialised PropDPM of a named size (`sd15`, `tiny`)."""
+        return cls(**{**propdpm_config(name), **overrides})
+
+    @classmethod
+    def from_stable_diffusion(cls, unet: UNet2DConditionModel, **overrides) -> "PropDPM":
+        """Initialise from an SD 1.5 UNet: copy every weight, grow conv_in from 4 to 10 channels with zeros.
+
+        The new input channels start at zero, so the converted model gives exactly the SD UNet's output whatever the
+        conditions are, and training starts from SD's prior (DiT's zero-init idea). The adaptor is new and random.
+        """
+        cfg = unet.config
+        if cfg.in_channels != 4 or cfg.out_channels != 4:
+            from ..errors import UsageError
+
+            raise UsageError(
+                f"the UNet has {cfg.in_channels} input / {cfg.out_channels} output channels, not SD 1.5's 4/4; "
+                "pass a Stable Diffusion 1.x model (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5)"
+            )
+        model = cls(
+            sample_size=cfg.sample_size,
+            latent_channels=cfg.in_channels,
+            block_out_channels=tuple(cfg.block_out_channels),
+            down_block_types=tuple(cfg.down_block_types),
+            up_block_types=tuple(cfg.up_block_types),
+            layers_per_block=cfg.layers_per_block,
+            attention_head_dim=cfg.attention_head_dim,
+            cross_attention_dim=cfg.cross_attention_dim,
+            norm_num_groups=cfg.norm_num_groups,
+            **overrides,
+        )
+        model.to(dtype=unet.dtype)
+        source = unet.state_dict()
+        target = model.unet.state_dict()
+        copied = 0
+        for key, value in source.items():
+            if key not in target:
+                logger.warning("PropDPM.from_stable_diffusion: skipped %s (not in PropDPM)", key)
+                continue
+            if key == "conv_in.weight":
+                grown = torch.zeros_like(target[key])  # (320, 10, 3, 3): zeros for the 6 new channels
+                grown[:, : value.shape[1]] = value
+                value = grown
+            if target[key].shape != value.shape:
+                raise ValueError(f"shape mismatch for {key}: SD {tuple(value.shape)} vs PropDPM {tuple(target[key].shape)}")
+            target[key] = value
+            copied += 1
+        model.unet.load_state_dict(target)
+        missing = set(target) - set(source)
+        logger.info("PropDPM.from_stable_diffusion: copied %d tensors, %d new in the UNet", copied, len(missing))
+        return model
+
+    def encode_reference(
+        self, clip_tokens: torch.Tensor, reference_latent: torch.Tensor, drop: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Adaptor tokens of the reference frame (computed once per clip at inference).
+
+        `drop` (B,) bool gives the *null reference* for the samples where it is True: the adaptor applied to zero CLIP
+        tokens and a zero latent. Training drops to it at random, and classifier-free guidance uses it as the
+        unconditional branch, so both agree on what "no reference" means.
+        """
+        if drop is not None:
+            keep = (~drop).to(clip_tokens.dtype)
+            clip_tokens = clip_tokens * keep[:, None, None]
+            reference_latent = reference_latent * keep[:, None, None, None]
+        return self.adapter(clip_tokens, reference_latent)  # (B, 1 + h/2 * w/2, C)
+
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor | int, conditioning: PropConditioning
+    ) -> torch.Tensor:
+        """sample (B, 4, h, w) noisy latent -> (B, 4, h, w) prediction (v for our schedulers)."""
+        x = torch.cat([sample, conditioning.spatial.to(sample.dtype)], dim=1)  # (B, 10, h, w)
+        tokens = conditioning.reference_tokens.to(sample.dtype)
+        if tokens.shape[0] != x.shape[0]:
+            tokens = tokens.expand(x.shape[0], -1, -1)  # one reference for every chain of a clip
+        return self.unet(x, timestep, encoder_hidden_states=tokens).sample

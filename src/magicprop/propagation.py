@@ -1,0 +1,287 @@
+"""Stage II: motion-aware appearance propagation (paper, section 3.2, Eqn 6).
+
+From the edited keyframe at index k, PropDPM renders frame k+1 from frame k, k+2 from k+1, ... to the end (the forward
+chain) and k-1, k-2, ... to the start (the backward chain). Both chains advance together in one batch. Latents pass from
+frame to frame without being decoded and re-encoded (each round trip through the VAE would lose detail and accumulate
+colour shift); frames are decoded only at the end, in batches, and streamed to the caller in order.
+
+Every finished step is saved to a work folder, so a run killed at any moment and restarted with `resume=True` redoes
+only the unfinished frames and ends bit-identical: the noise of frame t is drawn from a generator seeded by (seed, t),
+so it does not depend on which frames were computed before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .errors import UsageError
+from .fileio import atomic_path, atomic_write_json
+from .models.bundle import PropagationModels
+from .models.propdpm import assemble_conditioning
+from .models.reference import clip_image_tokens, images_to_tensor, tensor_to_images, vae_decode, vae_encode
+from .schedulers import scheduler_from_config
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PropagationSettings:
+    num_inference_steps: int = 25
+    guidance_scale: float = 1.0  # on the reference; 1 = no classifier-free guidance (one forward per step)
+    scheduler: str = "ddim"
+    seed: int = 0
+
+
+def frame_generator(seed: int, frame_index: int) -> torch.Generator:
+    """The noise of a frame depends only on (seed, frame index): resumed and batched runs draw the same noise."""
+    return torch.Generator("cpu").manual_seed((seed * 1_000_003 + frame_index) % (2**63))
+
+
+class LatentStore:
+    """Latents of finished propagation steps, in memory or in a work folder (`steps/00003.safetensors` = both chains'
+    frames of step 3, written atomically so a step is either fully saved or absent)."""
+
+    def __init__(self, work_dir: str | Path | None, fingerprint: dict, resume: bool):
+        self.work_dir = Path(work_dir) if work_dir is not None else None
+        self._memory: dict[int, torch.Tensor] = {}
+        if self.work_dir is None:
+            return
+        job = self.work_dir / "job.json"
+        if resume and job.is_file():
+            saved = json.loads(job.read_text())
+            if saved != fingerprint:
+                changed = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
+                raise UsageError(
+                    f"the work folder {self.work_dir} belongs to a run with other settings ({', '.join(changed)}); "
+                    "run without --resume to start over"
+                )
+            logger.info("resuming from %s", self.work_dir)
+        else:
+            if self.work_dir.exists():
+                shutil.rmtree(self.work_dir)
+            (self.work_dir / "steps").mkdir(parents=True)
+            atomic_write_json(job, fingerprint)
+
+    def completed_steps(self) -> int:
+        """Number of consecutive steps 1, 2, ... saved."""
+        n = 0
+        while self.work_dir is not None and (self.work_dir / "steps" / f"{n + 1:05d}.safetensors").is_file():
+            n += 1
+        return n
+
+    def save_step(self, step: int, latents: dict[int, torch.Tensor]) -> None:
+        cpu = {t: z.detach().to("cpu", torch.float32).contiguous() for t, z in latents.items()}
+        if self.work_dir is None:
+            self._memory.update(cpu)
+            return
+        with atomic_path(self.work_dir / "steps" / f"{step:05d}.safetensors") as tmp:
+            save_file({str(t): z for t, z in cpu.items()}, str(tmp))
+
+    def load_step(self, step: int) -> dict[int, torch.Tensor]:
+        if self.work_dir is None:
+            raise KeyError(step)
+        tensors = load_file(str(self.work_dir / "steps" / f"{step:05d}.safetensors"))
+        return {int(t): z for t, z in tensors.items()}
+
+    def latent(self, frame_index: int, step: int) -> torch.Tensor:
+        if frame_index in self._memory:
+            return self._memory[frame_index]
+        return self.load_step(step)[frame_index]
+
+    def cleanup(self) -> None:
+        if self.work_dir is not None and self.work_dir.exists():
+            shutil.rmtree(self.work_dir)
+
+
+def fingerprint(models: PropagationModels, depth: np.ndarray, keyframe: np.ndarray, k: int, s: PropagationSettings) -> dict:
+    """What a run depends on; a resumed run must match it exactly."""
+    digest = lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]  # noqa: E731
+    return {
+        "model": models.source,
+        "propdpm": digest(np.frombuffer(json.dumps(models.propdpm.config, sort_keys=True, default=str).encode(), np.uint8)),
+        "depth": digest(depth.astype(np.float32)),
+        "depth_shape": list(depth.shape),
+        "keyframe": digest(keyframe),
+        "keyframe_index": k,
+        "num_inference_steps": s.num_inference_steps,
+        "guidance_scale": s.guidance_scale,
+        "scheduler": s.scheduler,
+        "seed": s.seed,
+        "dtype": str(models.dtype),
+    }
+
+
+def check_inputs(depth: np.ndarray, keyframe: np.ndarray, keyframe_index: int, factor: int) -> None:
+    if depth.ndim != 3:
+        raise UsageError(f"depth must be (frames, height, width), got shape {depth.shape}")
+    t = depth.shape[0]
+    if not -t <= keyframe_index < t:
+        raise UsageError(f"keyframe index {keyframe_index} is outside the clip (0..{t - 1}); pick a frame inside it")
+    if keyframe.ndim != 3 or keyframe.shape[2] != 3 or keyframe.dtype != np.uint8:
+        raise UsageError(f"keyframe must be a uint8 RGB image (H, W, 3), got {keyframe.dtype} {keyframe.shape}")
+    h, w = keyframe.shape[:2]
+    if h % (2 * factor) or w % (2 * factor):
+        raise UsageError(f"keyframe size {w}x{h} must be a multiple of {2 * factor}; resize with magicprop.video.working_size")
+
+
+@torch.no_grad()
+def propagate_latents(
+    models: PropagationModels,
+    depth: np.ndarray,
+    keyframe: np.ndarray,
+    keyframe_index: int,
+    settings: PropagationSettings = PropagationSettings(),
+    *,
+    work_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> tuple[LatentStore, dict[int, int]]:
+    """Run both chains; return the store and, for every frame but the keyframe, the step that holds its latent.
+
+    Args:
+        depth: (T, H, W) in [0, 1], 1 = nearest, any size (resized to the latent grid once).
+        keyframe: (H, W, 3) uint8 edited keyframe at the working size.
+        keyframe_index: k; negative counts from the end.
+    """
+    from .models.reference import vae_scale_factor
+
+    # 1. Check inputs
+    factor = vae_scale_factor(models.vae)
+    check_inputs(depth, keyframe, keyframe_index, factor)
+    num_frames = depth.shape[0]
+    k = keyframe_index % num_frames
+    device, dtype = models.device, models.dtype
+    store = LatentStore(work_dir, fingerprint(models, depth, keyframe, k, settings), resume)
+    where = {t: abs(t - k) for t in range(num_frames) if t != k}
+    num_steps = max(k, num_frames - 1 - k)
+    done = store.completed_steps()
+    if done >= num_steps:
+        return store, where
+
+    # 2. Encode the reference once per clip: its latent, CLIP tokens and the adaptor's tokens (and the null reference's)
+    key_image = images_to_tensor(keyframe, device, dtype)  # (1, 3, H, W)
+    key_latent = vae_encode(models.vae, key_image)  # (1, 4, h, w)
+    latent_size = tuple(key_latent.shape[-2:])
+    clip_tokens = clip_image_tokens(models.image_encoder, key_image)  # (1, 1 + gh * gw, C)
+    reference = models.propdpm.encode_reference(clip_tokens, key_latent)  # (1, 1 + h/2 * w/2, C)
+    do_cfg = settings.guidance_scale != 1.0
+    null = None
+    if do_cfg:  # the unconditional branch reads the null reference that training drops to
+        null = models.propdpm.encode_reference(clip_tokens, key_latent, drop=torch.ones(1, dtype=torch.bool, device=device))
+    depth_grid = torch.nn.functional.interpolate(
+        torch.from_numpy(depth.astype(np.float32))[:, None], size=latent_size, mode="area"
+    ).to(device, dtype)  # (T, 1, h, w): resized once, every step reads it
+
+    # 3. Pick up where a previous run stopped
+    previous = {+1: key_latent[0], -1: key_latent[0]}  # chain direction -> latent of its last finished frame
+    if done:
+        saved = store.load_step(done)
+        for direction in (+1, -1):
+            t = k + direction * done
+            if t in saved:
+                previous[direction] = saved[t].to(device, dtype)
+        logger.info("resuming: %d of %d steps already done", done, num_steps)
+
+    # 4. Propagate, both chains in one batch
+    scheduler = scheduler_from_config(models.scheduler_config, settings.scheduler)
+    bar = tqdm(total=num_frames - 1, initial=sum(1 for s in where.values() if s <= done), desc="propagating", unit="frame", disable=not progress)
+    for step in range(done + 1, num_steps + 1):
+        chains = [d for d in (+1, -1) if 0 <= k + d * step < num_frames]
+        targets = [k + d * step for d in chains]  # frame indices rendered in this step
+        prev_idx = [k + d * (step - 1) for d in chains]
+        cond = assemble_conditioning(
+            target_depth=depth_grid[targets],
+            previous_latent=torch.stack([previous[d] for d in chains]),
+            previous_depth=depth_grid[prev_idx],
+            reference_tokens=reference,
+        )
+        noise = torch.stack([
+            torch.randn(key_latent.shape[1:], generator=frame_generator(settings.seed, t)) for t in targets
+        ]).to(device, dtype)  # fmt: skip
+        latents = denoise(models, scheduler, noise, cond, settings, null)
+        for d, t, z in zip(chains, targets, latents):
+            previous[d] = z
+        store.save_step(step, dict(zip(targets, latents)))
+        bar.update(len(targets))
+    bar.close()
+    return store, where
+
+
+def denoise(models, scheduler, latents, cond, settings: PropagationSettings, null_tokens=None) -> torch.Tensor:
+    """The sampling loop for one batch of frames; classifier-free guidance on the reference in one batched forward."""
+    scheduler.set_timesteps(settings.num_inference_steps, device=latents.device)
+    latents = latents * scheduler.init_noise_sigma
+    if null_tokens is not None:
+        b = latents.shape[0]
+        cond = type(cond)(
+            spatial=torch.cat([cond.spatial, cond.spatial]),
+            reference_tokens=torch.cat([cond.reference_tokens.expand(b, -1, -1), null_tokens.expand(b, -1, -1)]),
+        )
+    for t in scheduler.timesteps:
+        x = torch.cat([latents, latents]) if null_tokens is not None else latents
+        x = scheduler.scale_model_input(x, t)
+        pred = models.propdpm(x, t, cond)
+        if null_tokens is not None:
+            pred_cond, pred_null = pred.chunk(2)
+            pred = pred_null + settings.guidance_scale * (pred_cond - pred_null)
+        latents = scheduler.step(pred, t, latents).prev_sample
+    return latents
+
+
+@torch.no_grad()
+def decode_frames(
+    models: PropagationModels,
+    store: LatentStore,
+    where: dict[int, int],
+    keyframe: np.ndarray,
+    keyframe_index: int,
+    *,
+    batch_size: int = 8,
+) -> Iterator[np.ndarray]:
+    """Yield every frame in order, uint8 (H, W, 3): the keyframe itself at its index, the rest decoded in batches."""
+    num_frames = len(where) + 1
+    k = keyframe_index % num_frames
+    for start in range(0, num_frames, batch_size):
+        indices = list(range(start, min(start + batch_size, num_frames)))
+        todo = [t for t in indices if t != k]
+        decoded = {}
+        if todo:
+            steps = {}
+            for t in todo:  # group loads by step file so each file is read once per batch
+                steps.setdefault(where[t], []).append(t)
+            latents = {}
+            for step, ts in steps.items():
+                for t in ts:
+                    latents[t] = store.latent(t, step)
+            z = torch.stack([latents[t] for t in todo]).to(models.device, models.dtype)
+            decoded = dict(zip(todo, tensor_to_images(vae_decode(models.vae, z))))
+        for t in indices:
+            yield keyframe if t == k else decoded[t]
+
+
+def propagate(
+    models: PropagationModels,
+    depth: np.ndarray,
+    keyframe: np.ndarray,
+    keyframe_index: int,
+    settings: PropagationSettings = PropagationSettings(),
+    *,
+    work_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    batch_size: int = 8,
+) -> np.ndarray:
+    """Propagate and return all frames (T, H, W, 3) uint8. For long clips, stream with propagate_latents + decode_frames."""
+    store, where = propagate_latents(models, depth, keyframe, keyframe_index, settings, work_dir=work_dir, resume=resume, progress=progress)
+    return np.stack(list(decode_frames(models, store, where, keyframe, keyframe_index, batch_size=batch_size)))

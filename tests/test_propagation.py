@@ -1,0 +1,127 @@
+"""Stage II propagation: chains from any keyframe, determinism, guidance, resume after an interruption."""
+
+import numpy as np
+import pytest
+
+from fixtures import get_dummy_propagation_models
+from magicprop.errors import UsageError
+from magicprop.propagation import LatentStore, PropagationSettings, propagate
+
+T, H, W = 5, 32, 48  # non-square: latents 16x24, adaptor grid 8x12
+
+
+@pytest.fixture(scope="module")
+def models():
+    return get_dummy_propagation_models()
+
+
+def _inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    depth = rng.random((T, H, W), dtype=np.float32)
+    keyframe = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    return depth, keyframe
+
+
+FAST = PropagationSettings(num_inference_steps=2, seed=3)
+
+
+@pytest.mark.parametrize("k", [0, 2, T - 1, -1])
+def test_one_frame_per_source_frame_and_keyframe_unchanged(models, k):
+    depth, key = _inputs()
+    frames = propagate(models, depth, key, k, FAST, progress=False)
+    assert frames.shape == (T, H, W, 3) and frames.dtype == np.uint8
+    assert np.array_equal(frames[k], key)
+    others = [t for t in range(T) if t != k % T]
+    assert all(not np.array_equal(frames[t], key) for t in others)
+
+
+def test_same_seed_same_output_other_seed_differs(models):
+    depth, key = _inputs()
+    a = propagate(models, depth, key, 2, FAST, progress=False)
+    b = propagate(models, depth, key, 2, FAST, progress=False)
+    c = propagate(models, depth, key, 2, PropagationSettings(num_inference_steps=2, seed=4), progress=False)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_frames_depend_on_depth(models):
+    depth, key = _inputs()
+    a = propagate(models, depth, key, 0, FAST, progress=False)
+    b = propagate(models, 1 - depth, key, 0, FAST, progress=False)
+    assert not np.array_equal(a[1:], b[1:])
+
+
+def test_guidance_runs_one_batched_forward_and_changes_output(models, monkeypatch):
+    depth, key = _inputs()
+    batch_sizes = []
+    original = type(models.propdpm).forward
+
+    def spy(self, sample, timestep, conditioning):
+        batch_sizes.append(sample.shape[0])
+        return original(self, sample, timestep, conditioning)
+
+    monkeypatch.setattr(type(models.propdpm), "forward", spy)
+    guided = propagate(models, depth, key, 2, PropagationSettings(num_inference_steps=2, guidance_scale=3.0, seed=3), progress=False)
+    assert set(batch_sizes) == {4}  # 2 chains x (reference, null reference) in one forward
+    batch_sizes.clear()
+    plain = propagate(models, depth, key, 2, FAST, progress=False)
+    assert set(batch_sizes) == {2}
+    assert not np.array_equal(guided, plain)
+
+
+def test_interrupted_run_resumes_to_identical_output(models, tmp_path, monkeypatch):
+    depth, key = _inputs()
+    reference = propagate(models, depth, key, 1, FAST, progress=False)
+    work = tmp_path / "out.mp4.magicprop-work"
+    calls = {"n": 0}
+    original = LatentStore.save_step
+
+    def crash_after_two(self, step, latents):
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated kill")
+        calls["n"] += 1
+        original(self, step, latents)
+
+    monkeypatch.setattr(LatentStore, "save_step", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        propagate(models, depth, key, 1, FAST, work_dir=work, progress=False)
+    monkeypatch.setattr(LatentStore, "save_step", original)
+    assert sorted(p.name for p in (work / "steps").iterdir()) == ["00001.safetensors", "00002.safetensors"]
+
+    denoised = {"n": 0}
+    from magicprop import propagation
+
+    real_denoise = propagation.denoise
+
+    def counting(*args, **kwargs):
+        denoised["n"] += args[2].shape[0]
+        return real_denoise(*args, **kwargs)
+
+    monkeypatch.setattr(propagation, "denoise", counting)
+    resumed = propagate(models, depth, key, 1, FAST, work_dir=work, resume=True, progress=False)
+    assert denoised["n"] == 1  # frames 0, 2, 3 were done; only frame 4 remained
+    assert np.array_equal(resumed, reference)
+
+
+def test_resume_with_other_settings_is_refused(models, tmp_path):
+    depth, key = _inputs()
+    work = tmp_path / "w"
+    propagate(models, depth, key, 0, FAST, work_dir=work, progress=False)
+    with pytest.raises(UsageError, match="other settings.*seed"):
+        propagate(models, depth, key, 0, PropagationSettings(num_inference_steps=2, seed=9), work_dir=work, resume=True, progress=False)
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (lambda d, k: (d, k, 7), "outside the clip"),
+        (lambda d, k: (d[0], k, 0), "frames, height, width"),
+        (lambda d, k: (d, k[:30], 0), "multiple of 4"),
+        (lambda d, k: (d, k.astype(np.float32), 0), "uint8 RGB"),
+    ],
+)
+def test_bad_inputs(models, change, match):
+    depth, key = _inputs()
+    d, k, idx = change(depth, key)
+    with pytest.raises(UsageError, match=match):
+        propagate(models, d, k, idx, FAST, progress=False)
