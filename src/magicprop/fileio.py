@@ -34,6 +34,7 @@ def atomic_path(path: PathLike, suffix: str | None = None) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the user's usual permissions
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -43,6 +44,12 @@ def atomic_path(path: PathLike, suffix: str | None = None) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def disk_error(exc: OSError, path: PathLike) -> MagicPropError:
