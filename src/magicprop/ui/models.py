@@ -1,0 +1,208 @@
+"""The models behind the page: one `MagicPropPipeline` shared by every tab, and an honest account of what it can do.
+
+The propagation model loads at start-up (it is small, and a wrong `--model` should fail before the page opens). Stable
+Diffusion, the ControlNet and the depth estimator are large, so, like the pipeline itself, we load them on first use;
+at start-up we only check, cheaply, whether they *could* load (a local folder, the hub cache, or a reachable hub), so
+the page can say what is available and why not. When the embedded tiny model is missing the page still works with the
+`flow` and `copy` propagators, which need no weights and no depth.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import MagicPropError, UsageError
+from .session import Clip
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelOptions:
+    """The `magicprop ui` model flags; None means the pipeline's default."""
+
+    model: str | None = None  # propagation model folder; None = the tiny model embedded in the package
+    base_model: str | None = None  # stage I Stable Diffusion 1.5: hub id or folder
+    controlnet: str | None = None  # stage I depth ControlNet: hub id or folder
+    depth_model: str | None = None  # depth estimator: hub id or folder
+    device: str | None = None  # None = CUDA, then MPS, then CPU
+    load_editor: bool = True  # False: stage I is never loaded; keyframes are uploaded
+
+
+class ActiveModels:
+    """The shared pipeline, what it can run, and why not where it cannot."""
+
+    def __init__(self, pipeline, *, propdpm_reason: str | None, editor_reason: str | None, depth_reason: str | None):
+        self.pipeline = pipeline
+        self.propdpm_reason = propdpm_reason  # None = PropDPM loaded
+        self.editor_reason = editor_reason  # None = stage I can load (on first Generate)
+        self.depth_reason = depth_reason  # None = the depth estimator can load (on first use)
+        # The pipeline is one object with a `propagator` attribute and lazily loaded parts: one job at a time uses it.
+        # (The app also queues model jobs one at a time; this lock keeps direct callers, such as tests, just as safe.)
+        self.lock = threading.Lock()
+
+    @classmethod
+    def load(cls, options: ModelOptions) -> "ActiveModels":
+        from ..pipeline import MagicPropPipeline
+
+        names = {"base_model": options.base_model, "controlnet": options.controlnet, "depth_model": options.depth_model}
+        kwargs = {k: v for k, v in names.items() if v is not None}
+        kwargs.update(device=options.device, load_editor=options.load_editor)
+        propdpm_reason = None
+        try:
+            pipeline = MagicPropPipeline.from_pretrained(propagation_model=options.model, propagator="propdpm", **kwargs)
+        except MagicPropError as exc:
+            if options.model is not None:
+                raise  # a model the person named must load; falling back would hide their mistake
+            from ..models.bundle import EMBEDDED_TINY
+
+            # The bundle's message suggests omitting --model, which is what got us here; say what is actually missing.
+            propdpm_reason = f"the embedded tiny model is missing from this install ({EMBEDDED_TINY}); pass one with --model DIR"
+            logger.warning("PropDPM unavailable (%s); the UI offers the flow and copy propagators", propdpm_reason)
+            pipeline = MagicPropPipeline.from_pretrained(propagator="flow", **kwargs)
+        ids = pipeline.model_ids
+        if not options.load_editor:
+            editor_reason = "turned off (`--no-editor`)"
+        else:
+            editor_reason = _unavailable(ids["base_model"], "model_index.json", "--base-model") or _unavailable(
+                ids["controlnet"], "config.json", "--controlnet"
+            )
+        depth_reason = _unavailable(ids["depth_model"], "config.json", "--depth-model")
+        return cls(pipeline, propdpm_reason=propdpm_reason, editor_reason=editor_reason, depth_reason=depth_reason)
+
+    # -- what the page offers ----------------------------------------------------------------------------------------
+    @property
+    def editor_ok(self) -> bool:
+        return self.editor_reason is None
+
+    def propagators(self) -> list[str]:
+        return (["propdpm"] if self.propdpm_reason is None else []) + ["flow", "copy"]
+
+    def default_propagator(self) -> str:
+        # PropDPM without a depth estimator only runs on the bundled examples, so flow is the safer first choice then.
+        return "propdpm" if self.propdpm_reason is None and self.depth_reason is None else "flow"
+
+    def describe(self) -> dict:
+        """The models behind a result, for settings.json."""
+        ids = dict(self.pipeline.model_ids)
+        return {
+            "propagation_model": ids.get("propagation_model"), "base_model": ids["base_model"],
+            "controlnet": ids["controlnet"], "depth_model": ids["depth_model"], "device": str(self.pipeline.device),
+            "dtype": str(self.pipeline.dtype).replace("torch.", ""),
+        }  # fmt: skip
+
+    def status_markdown(self) -> str:
+        ids = self.pipeline.model_ids
+        if self.propdpm_reason is None:
+            source = ids.get("propagation_model") or ""
+            tiny = "embedded tiny model" if Path(source).name == "tiny" and "weights" in Path(source).parts else "`" + source + "`"
+            prop = f"PropDPM, {tiny}"
+        else:
+            prop = f"PropDPM unavailable ({self.propdpm_reason}); `flow` and `copy` need no weights"
+        if self.editor_reason is None:
+            edit = f"Stable Diffusion 1.5 `{ids['base_model']}` + depth ControlNet `{ids['controlnet']}` (loads on first Generate)"
+        else:
+            edit = f"unavailable: {self.editor_reason}. Upload a keyframe you edited elsewhere instead"
+        if self.depth_reason is None:
+            depth = f"`{ids['depth_model']}` (loads on first use)"
+        else:
+            depth = f"unavailable: {self.depth_reason}. PropDPM runs on the bundled examples (exact depth); `flow` and `copy` need none"
+        return (
+            f"**Propagation:** {prop}  \n**Stage I editor:** {edit}  \n**Depth:** {depth}  \n"
+            f"**Device:** {self.pipeline.device} ({str(self.pipeline.dtype).replace('torch.', '')})"
+        )
+
+    # -- jobs --------------------------------------------------------------------------------------------------------
+    def edit_keyframe(
+        self, clip: Clip, k: int, *, mask: np.ndarray | None, on_step: Callable[[int, int], None], **settings
+    ) -> np.ndarray:
+        """Stage I only: frame `k` edited from a prompt, at the clip's size. `settings` as in the stage I form."""
+        import torch
+
+        from ..motion import estimate_clip_depth, resize_depth
+        from ..video import resize_frames
+
+        if self.editor_reason is not None:
+            raise UsageError(f"the stage I editor is {self.editor_reason}; upload a keyframe you edited elsewhere instead")
+        pipe = self.pipeline
+        height, width = clip.frames.shape[1:3]
+        with self.lock:
+            pipe.prepare(prompt=settings["prompt"], depth=clip.depth)  # loads SD (and the depth model if needed)
+            h, w = pipe.working_size(height, width)
+            frame = resize_frames(clip.frames[k], (h, w))
+            on_step(0, 2)
+            if clip.depth is not None:
+                depth = resize_depth(clip.depth[k : k + 1], (h, w))[0]
+            else:
+                depth = estimate_clip_depth(frame[None], pipe.depth_estimator, size=(h, w))[0]
+            on_step(1, 2)
+            small_mask = None
+            if mask is not None:
+                small_mask = resize_frames(mask.astype(np.uint8)[..., None], (h, w), interpolation="nearest")[..., 0] > 0
+            edited = pipe.editor.edit_keyframe(
+                frame, depth, prompt=settings["prompt"], negative_prompt=settings["negative_prompt"] or None,
+                mask=small_mask, num_inference_steps=settings["num_inference_steps"],
+                guidance_scale=settings["guidance_scale"], generator=torch.Generator().manual_seed(settings["seed"]),
+            )  # fmt: skip
+            on_step(2, 2)
+        return resize_frames(edited, (height, width))
+
+    def propagate(
+        self, clip: Clip, keyframe: np.ndarray, k: int, *, propagator: str, steps: int, seed: int, on_step: Callable[[int, int], None]
+    ) -> np.ndarray:
+        """Stage II from a given keyframe: (T, H, W, 3) uint8 at the clip's size."""
+        import torch
+
+        if propagator not in self.propagators():
+            why = f": {self.propdpm_reason}" if propagator == "propdpm" and self.propdpm_reason else ""
+            raise UsageError(f"propagator {propagator!r} is not available{why}; choose one of {', '.join(self.propagators())}")
+        if propagator == "propdpm" and clip.depth is None and self.depth_reason is not None:
+            raise UsageError(f"PropDPM needs the clip's depth and the depth model is {self.depth_reason}; choose flow or copy")
+        with self.lock:
+            self.pipeline.propagator = propagator
+            out = self.pipeline(
+                clip.frames, keyframe_image=keyframe, keyframe_index=k, propagation_steps=steps,
+                generator=torch.Generator().manual_seed(seed), depth=clip.depth,
+                callback=lambda t, total: on_step(t + 1, total),
+            )  # fmt: skip
+        return np.asarray(out.frames)
+
+
+def _unavailable(id_or_path: str, probe_file: str, flag: str) -> str | None:
+    """Why `id_or_path` cannot load, or None when it can: a local folder, a hub id in the cache, or a reachable hub.
+
+    A cheap check, not a load: the models are loaded on first use, and a load that still fails then says why in the page.
+    """
+    from ..hub import hub_reachable
+
+    local = Path(id_or_path).expanduser()
+    if local.exists():
+        return None if local.is_dir() else f"{id_or_path} is a file; pass the model's folder with {flag} DIR"
+    if str(id_or_path).startswith((".", "/", "~")):
+        return f"folder {id_or_path} not found; check {flag}"
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(str(id_or_path), probe_file), str):
+            return None
+    except Exception:  # a malformed id: let the hub check below decide
+        pass
+    if _hub_reachable_once(hub_reachable):
+        return None
+    return f"{id_or_path} is not in the local cache and the hub is unreachable (pass a local folder with {flag} DIR)"
+
+
+_REACHABLE: list[bool] = []
+
+
+def _hub_reachable_once(probe: Callable[[], bool]) -> bool:
+    """One network probe per process: three models asking the same question should not wait three times."""
+    if not _REACHABLE:
+        _REACHABLE.append(probe())
+    return _REACHABLE[0]
