@@ -17,9 +17,17 @@ from .errors import MagicPropError
 
 # Order is the order of `magicprop --help`.
 COMMANDS = (
+    "demo",
+    "edit",
+    "propagate",
+    "batch",
     "info",
     "synth",
     "depth",
+    "eval",
+    "train",
+    "precompute",
+    "ui",
 )
 
 

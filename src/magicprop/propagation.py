@@ -18,7 +18,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -146,6 +146,7 @@ def propagate_latents(
     work_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    callback: Callable[[int, int], None] | None = None,
 ) -> tuple[LatentStore, dict[int, int]]:
     """Run both chains; return the store and, for every frame but the keyframe, the step that holds its latent.
 
@@ -153,6 +154,8 @@ def propagate_latents(
         depth: (T, H, W) in [0, 1], 1 = nearest, any size (resized to the latent grid once).
         keyframe: (H, W, 3) uint8 edited keyframe at the working size.
         keyframe_index: k; negative counts from the end.
+        callback: called as callback(frames_done, total) after every step (both chains); raising from it stops the
+            run cleanly (finished steps stay saved for `resume`), which is how the web UI cancels.
     """
     from .models.reference import vae_scale_factor
 
@@ -214,6 +217,8 @@ def propagate_latents(
             previous[d] = z
         store.save_step(step, dict(zip(targets, latents)))
         bar.update(len(targets))
+        if callback is not None:
+            callback(bar.n, num_frames - 1)
     bar.close()
     return store, where
 
@@ -281,7 +286,10 @@ def propagate(
     resume: bool = False,
     progress: bool = True,
     batch_size: int = 8,
+    callback: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Propagate and return all frames (T, H, W, 3) uint8. For long clips, stream with propagate_latents + decode_frames."""
-    store, where = propagate_latents(models, depth, keyframe, keyframe_index, settings, work_dir=work_dir, resume=resume, progress=progress)
+    store, where = propagate_latents(
+        models, depth, keyframe, keyframe_index, settings, work_dir=work_dir, resume=resume, progress=progress, callback=callback
+    )
     return np.stack(list(decode_frames(models, store, where, keyframe, keyframe_index, batch_size=batch_size)))

@@ -233,7 +233,7 @@ class VideoWriter:
         if self._kind in _X264:
             options = {"movflags": "+faststart"} if self._kind != ".mkv" else {}  # index first: a cut file still plays
             self._container = av.open(str(self._tmp), "w", format=_X264[self._kind], options=options)
-            stream = self._container.add_stream("libx264", rate=self._rate, options={"crf": str(self._crf)})
+            stream = self._container.add_stream("libx264", rate=self._rate, options={"crf": str(self._crf), "threads": "1"})  # one thread: the same frames give the same bytes
             stream.pix_fmt, h, w = "yuv420p", h + h % 2, w + w % 2
         elif self._kind == ".webm":
             self._container = av.open(str(self._tmp), "w", format="webm")

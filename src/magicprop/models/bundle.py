@@ -47,8 +47,9 @@ class PropagationModels:
         return self.propdpm.dtype
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> "PropagationModels":
+        kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         for module in (self.propdpm, self.vae, self.image_encoder):
-            module.to(device=device, dtype=dtype)
+            module.to(**kwargs)
         return self
 
     def eval(self) -> "PropagationModels":

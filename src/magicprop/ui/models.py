@@ -169,7 +169,7 @@ class ActiveModels:
             out = self.pipeline(
                 clip.frames, keyframe_image=keyframe, keyframe_index=k, propagation_steps=steps,
                 generator=torch.Generator().manual_seed(seed), depth=clip.depth,
-                callback=lambda t, total: on_step(t + 1, total),
+                callback=on_step,  # (frames_done, total), the keyframe counted as done
             )  # fmt: skip
         return np.asarray(out.frames)
 

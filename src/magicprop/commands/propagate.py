@@ -1,0 +1,41 @@
+"""Propagate a keyframe you edited yourself (in any tool) through the video with PropDPM: `magicprop edit` without
+stage I, so Stable Diffusion is never loaded.
+
+Writes the same files as `magicprop edit`: OUT.mp4 (source size and frame rate), OUT.keyframe.png,
+OUT.comparison.mp4 and OUT.json (`--config OUT.json` runs it again). The keyframe image may have any size: it is
+resized to the video's (with a warning when that stretches it). Without --keyframe-index it is taken to be the middle
+frame's edit (or the largest-mask frame's, with --masks).
+
+Examples:
+  magicprop propagate clip.mp4 --keyframe-image frame12_edited.png --keyframe-index 12 --seed 0 -o edited.mp4
+  magicprop propagate clip.mp4 --keyframe-image edit.png --keyframe-index 0 --depth clip_depth.npz --model runs/sd15/final -o edited.mp4
+  magicprop propagate clip.mp4 --keyframe-image edit.png --keyframe-index 0 --propagator flow -o flow.mp4
+"""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "propagate"
+HELP = "propagate your own edited keyframe through the video (no prompt, no Stable Diffusion)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .edit import add_io_arguments, add_stage2_arguments
+
+    add_io_arguments(p)
+    add_stage2_arguments(p, steps_flag="--steps", guidance_flag="--guidance-scale")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import UsageError
+    from ..jobs import run_job
+    from .edit import job_from_args, report
+
+    job = job_from_args(args)
+    if job.prompt or job.mask or job.mask_points:
+        raise UsageError("propagate takes no prompt or keyframe mask (its --config asks for a stage I edit); use `magicprop edit`")
+    if not job.keyframe_image:
+        raise UsageError("propagate needs --keyframe-image K.png (or use `magicprop edit --prompt ...`)")
+    report(run_job(job, command=NAME), job.output)
+    return 0

@@ -1,0 +1,264 @@
+"""What `magicprop edit`, `magicprop propagate` and `magicprop batch` share: a job's settings, config files, and
+running one job from files to files.
+
+A finished job OUT.mp4 leaves four files beside each other, written atomically, OUT.json last (its presence marks the
+job complete):
+    OUT.mp4             the edited clip, at the source's size and frame rate
+    OUT.keyframe.png    the edited keyframe
+    OUT.comparison.mp4  source | edited, labelled
+    OUT.json            every setting (seed and resolved keyframe index included), model ids and library versions;
+                        `magicprop edit VIDEO --config OUT.json -o OUT2.mp4` runs it again
+While it runs, finished work is kept in OUT.mp4.magicprop-work/ so `--resume` continues a killed run; it is removed
+once the outputs are written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UsageError
+from .fileio import atomic_write_json, check_output_path, require_file
+
+logger = logging.getLogger(__name__)
+
+# Mirrors models.configs.DEFAULT_IDS (a test checks they agree): importing magicprop.models loads torch and diffusers,
+# and this module is imported by every `magicprop` invocation to build the parser, `--help` included.
+DEFAULT_IDS = {
+    "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "controlnet_depth": "lllyasviel/control_v11f1p_sd15_depth",
+    "depth": "depth-anything/Depth-Anything-V2-Small-hf",
+    "sam": "facebook/sam-vit-base",
+}
+PROPAGATORS = ("propdpm", "flow", "copy")  # PropDPM (the paper's model) or a weight-free baseline (magicprop.baselines)
+
+
+@dataclass
+class EditJob:
+    video: str
+    output: str
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    mask: str | None = None  # keyframe mask image: SD repaints only inside it
+    masks: str | None = None  # folder of per-frame mask images (numbered): the output keeps the source outside them
+    mask_points: list[list[float]] | None = None  # [[x, y], ...] clicks on the keyframe -> its mask, with SAM
+    keyframe_index: int | str = "auto"
+    keyframe_image: str | None = None  # a keyframe edited in another tool (instead of a prompt)
+    seed: int | None = None  # None draws one; OUT.json records it
+    steps: int = 30  # stage I sampling steps
+    guidance_scale: float = 7.5
+    strength: float | None = None  # None: paint the keyframe from noise; (0, 1]: start from the frame
+    propagation_steps: int = 25
+    propagation_guidance_scale: float = 1.0
+    propagator: str = "propdpm"
+    model: str | None = None  # propagation model folder; None = the embedded tiny model
+    base_model: str = DEFAULT_IDS["sd15"]
+    controlnet: str = DEFAULT_IDS["controlnet_depth"]
+    depth_model: str = DEFAULT_IDS["depth"]
+    sam_model: str = DEFAULT_IDS["sam"]
+    depth: str | None = None  # a depth .npz (from `magicprop depth`) instead of estimating it
+    max_pixels: int = 512 * 512  # working-size budget (frames come back at the source's size)
+    feather: int | None = None  # soft edge of per-frame masks, in source pixels; None = 1% of the longer side
+    device: str | None = None
+    dtype: str | None = None
+    cpu_offload: bool = False
+    allow_pickle: bool = False
+    resume: bool = False
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any], *, where: str = "job") -> "EditJob":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise UsageError(f"{where}: unknown setting(s) {', '.join(unknown)}; valid ones are {', '.join(sorted(names))}")
+        missing = [n for n in ("video", "output") if not values.get(n)]
+        if missing:
+            raise UsageError(f"{where}: missing {' and '.join(missing)}")
+        return cls(**values)
+
+
+# Settings that describe a result (written to OUT.json and read back by --config); the rest name files or the run.
+RUN_ONLY = ("video", "output", "resume")
+PATH_SETTINGS = ("mask", "masks", "keyframe_image", "depth")
+MODEL_SETTINGS = ("model", "base_model", "controlnet", "depth_model", "sam_model")
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Settings from a JSON or YAML file: an OUT.json written by a run (its "settings") or a flat mapping of EditJob
+    fields. Relative paths in it are taken relative to the file."""
+    import yaml
+
+    path = require_file(path, "config file")
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise UsageError(f"config {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"config {path} must hold a mapping of settings, got {type(data).__name__}")
+    data = dict(data.get("settings", data))
+    for key in RUN_ONLY:
+        data.pop(key, None)  # the command line names the input and output
+    names = {f.name for f in dataclasses.fields(EditJob)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UsageError(f"config {path}: unknown setting(s) {', '.join(unknown)}; valid ones are {', '.join(sorted(names - set(RUN_ONLY)))}")
+    return resolve_paths(data, path.parent)
+
+
+def resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
+    """File settings made absolute against `base`; model settings too when such a folder exists (else a hub id)."""
+    out = dict(values)
+    for key, value in out.items():
+        if not value or not isinstance(value, str) or Path(value).expanduser().is_absolute():
+            continue
+        if key in (*PATH_SETTINGS, "video", "output") or (key in MODEL_SETTINGS and (base / value).exists()):
+            out[key] = str(base / Path(value).expanduser())
+    return out
+
+
+@dataclass
+class Outputs:
+    video: Path
+    keyframe: Path
+    comparison: Path
+    json: Path
+    work: Path
+
+    @classmethod
+    def of(cls, output: str | Path) -> "Outputs":
+        out = Path(output)
+        suffix = out.suffix or ".mp4"
+        stem = out.with_suffix("") if out.suffix else out
+        return cls(out, Path(f"{stem}.keyframe.png"), Path(f"{stem}.comparison{suffix}"), Path(f"{stem}.json"), Path(f"{out}.magicprop-work"))
+
+    def complete(self) -> bool:
+        return self.video.exists() and self.json.is_file()
+
+
+@dataclass
+class PipelineCache:
+    """One pipeline per set of models, reused across the jobs of a batch."""
+
+    pipelines: dict = field(default_factory=dict)
+
+    def get(self, job: EditJob):
+        from .pipeline import MagicPropPipeline
+
+        key = (job.propagator, job.model, job.base_model, job.controlnet, job.depth_model, job.sam_model, job.device,
+               job.dtype, job.cpu_offload, job.allow_pickle)  # fmt: skip
+        if key not in self.pipelines:
+            self.pipelines[key] = MagicPropPipeline.from_pretrained(
+                job.base_model, job.controlnet, job.model, job.depth_model, sam_model=job.sam_model, propagator=job.propagator,
+                device=job.device, torch_dtype=job.dtype, enable_model_cpu_offload=job.cpu_offload, allow_pickle=job.allow_pickle,
+            )  # fmt: skip
+        return self.pipelines[key]
+
+
+def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = "edit") -> dict[str, Any]:
+    """Run one job from files to files (see the module docstring); returns what OUT.json holds."""
+    import torch
+
+    from . import __version__
+    from .pipeline import check_call_inputs
+    from .video import VideoWriter, load_mask, read_video, save_image, side_by_side
+
+    t0 = time.time()
+    # 1. Check inputs and outputs before loading anything: a typo costs nothing, an input is never overwritten
+    require_file(job.video, "video")
+    if job.propagator not in PROPAGATORS:
+        raise UsageError(f"unknown propagator {job.propagator!r}; choose one of {', '.join(PROPAGATORS)}")
+    check_call_inputs(job.prompt, job.keyframe_image, job.mask or job.masks, job.mask_points, job.strength)
+    if job.mask and job.masks:
+        raise UsageError("give either --mask (the keyframe's) or --masks (one per frame), not both")
+    for what, path in (("mask", job.mask), ("keyframe image", job.keyframe_image), ("depth file", job.depth)):
+        if path:
+            require_file(path, what)
+    if job.masks and not Path(job.masks).is_dir():
+        raise UsageError(f"--masks must be a folder of numbered mask images, got {job.masks}")
+    outputs = Outputs.of(job.output)
+    inputs = [p for p in (job.video, job.mask, job.keyframe_image, job.depth, job.masks) if p]
+    for path in (outputs.video, outputs.keyframe, outputs.comparison, outputs.json):
+        check_output_path(path, *inputs)
+    seed = job.seed if job.seed is not None else int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+
+    # 2. Load every model this job needs (a missing one fails here, in one line)
+    pipe = (cache or PipelineCache()).get(job)
+    pipe.prepare(prompt=job.prompt, depth=job.depth, mask_points=job.mask_points)
+
+    # 3. Read the clip and its masks
+    source, fps = read_video(job.video)
+    size = source.shape[1:3]
+    mask = None
+    if job.mask:
+        mask = load_mask(job.mask, size)
+    elif job.masks:
+        mask = np.stack([load_mask(p, size) for p in mask_files(job.masks, len(source))])
+
+    # 4. Edit and propagate
+    out = pipe(
+        source, prompt=job.prompt, negative_prompt=job.negative_prompt, mask=mask, keyframe_index=job.keyframe_index,
+        keyframe_image=job.keyframe_image, num_inference_steps=job.steps, guidance_scale=job.guidance_scale,
+        strength=job.strength, propagation_steps=job.propagation_steps, propagation_guidance_scale=job.propagation_guidance_scale,
+        generator=torch.Generator().manual_seed(seed), depth=job.depth, max_pixels=job.max_pixels, work_dir=outputs.work,
+        resume=job.resume, mask_points=[tuple(p) for p in job.mask_points] if job.mask_points else None, feather=job.feather,
+    )  # fmt: skip
+
+    # 5. Write the outputs, the record last
+    with VideoWriter(outputs.video, fps) as edited, VideoWriter(outputs.comparison, fps) as comparison:
+        for t in range(len(source)):
+            edited.write(out.frames[t])
+            comparison.write(side_by_side([source[t : t + 1], out.frames[t : t + 1]], ["source", "edited"])[0])
+    save_image(outputs.keyframe, out.keyframe)
+    settings = {k: v for k, v in dataclasses.asdict(job).items() if k not in RUN_ONLY}
+    settings = {**resolve_paths(settings, Path.cwd()), "seed": seed, "keyframe_index": out.keyframe_index}  # absolute paths
+    record = {
+        "command": f"magicprop {command} {Path(job.video).resolve()} --config {outputs.json.resolve()} -o OTHER.mp4",
+        "video": str(Path(job.video).resolve()),
+        "output": str(outputs.video.resolve()),
+        "settings": settings,
+        "models": {k: str(Path(v).resolve()) if v and Path(v).exists() else v for k, v in pipe.model_ids.items() if _used(k, job)},
+        "source": {"frames": len(source), "height": int(size[0]), "width": int(size[1]), "fps": fps},
+        "working_size": list(pipe.working_size(*size, job.max_pixels)),
+        "environment": _environment(pipe, __version__),
+        "seconds": round(time.time() - t0, 2),
+    }
+    atomic_write_json(outputs.json, record)
+    shutil.rmtree(outputs.work, ignore_errors=True)
+    return record
+
+
+def mask_files(folder: str | Path, num_frames: int) -> list[Path]:
+    """The folder's .png/.jpg masks in natural order (2.png before 10.png); one per frame."""
+    files = [p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg") and not p.name.startswith(".")]
+    files.sort(key=lambda p: [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)])
+    if len(files) != num_frames:
+        raise UsageError(f"{folder} holds {len(files)} mask images but the clip has {num_frames} frames; give one mask per frame")
+    return files
+
+
+def _used(key: str, job: EditJob) -> bool:
+    """Whether the job needed this model (OUT.json lists only those)."""
+    return {
+        "base_model": bool(job.prompt), "controlnet": bool(job.prompt), "sam_model": bool(job.mask_points),
+        "depth_model": job.depth is None and (job.propagator == "propdpm" or bool(job.prompt)),
+        "propagation_model": job.propagator == "propdpm",
+    }.get(key, True)  # fmt: skip
+
+
+def _environment(pipe, version: str) -> dict[str, str]:
+    import diffusers
+    import torch
+    import transformers
+
+    return {"magicprop": version, "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__, "device": str(pipe.device), "dtype": str(pipe.dtype).replace("torch.", "")}  # fmt: skip
