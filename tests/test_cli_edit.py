@@ -198,11 +198,13 @@ def test_batch_under_accelerate_takes_every_other_job(clip, tmp_path, monkeypatc
     assert "(process 1 of 2): 1 done" in capsys.readouterr().out
 
 
-def test_default_model_ids_mirror_the_configs():
-    from magicprop.jobs import DEFAULT_IDS as MIRROR
-    from magicprop.models.configs import DEFAULT_IDS
+def test_default_model_ids_are_the_real_hub_ids():
+    from magicprop.jobs import EditJob
 
-    assert MIRROR == {key: DEFAULT_IDS[key] for key in MIRROR}
+    job = EditJob(video="v.mp4", output="o.mp4")
+    assert job.base_model == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert job.controlnet == "lllyasviel/control_v11f1p_sd15_depth"
+    assert job.depth_model == "depth-anything/Depth-Anything-V2-Small-hf"
 
 
 def test_yaml_config_paths_are_relative_to_the_file(tmp_path):

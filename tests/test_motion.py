@@ -51,10 +51,8 @@ class CountingEstimator:
         return self.inner(frames, **kwargs)
 
 
-def test_default_model_matches_the_model_registry():
-    from magicprop.models.configs import DEFAULT_IDS
-
-    assert DEFAULT_DEPTH_MODEL == DEFAULT_IDS["depth"]
+def test_default_model_is_depth_anything_v2_small():
+    assert DEFAULT_DEPTH_MODEL == "depth-anything/Depth-Anything-V2-Small-hf"
 
 
 def test_estimator_gives_frame_sized_depth_deterministically_for_any_batch_size(estimator, depth_folder, frames):

@@ -19,6 +19,16 @@ T = TypeVar("T")
 
 _HUB_HOST = ("huggingface.co", 443)
 
+# The real models behind every default: hub ids, each overridable by a local folder. Kept here, in a module that imports
+# nothing heavy, so that argument parsers and recipes can name them without loading diffusers.
+DEFAULT_IDS = {
+    "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "clip": "openai/clip-vit-large-patch14",
+    "controlnet_depth": "lllyasviel/control_v11f1p_sd15_depth",
+    "depth": "depth-anything/Depth-Anything-V2-Small-hf",
+    "sam": "facebook/sam-vit-base",
+}
+
 
 def hub_reachable(timeout: float = 3.0) -> bool:
     """True when the hub can be reached; False at once when offline mode is set."""

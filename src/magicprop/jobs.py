@@ -20,6 +20,8 @@ import logging
 import re
 import shutil
 import time
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,17 +30,10 @@ import numpy as np
 
 from .errors import UsageError
 from .fileio import atomic_write_json, check_output_path, require_file
+from .hub import DEFAULT_IDS
 
 logger = logging.getLogger(__name__)
 
-# Mirrors models.configs.DEFAULT_IDS (a test checks they agree): importing magicprop.models loads torch and diffusers,
-# and this module is imported by every `magicprop` invocation to build the parser, `--help` included.
-DEFAULT_IDS = {
-    "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-    "controlnet_depth": "lllyasviel/control_v11f1p_sd15_depth",
-    "depth": "depth-anything/Depth-Anything-V2-Small-hf",
-    "sam": "facebook/sam-vit-base",
-}
 PROPAGATORS = ("propdpm", "flow", "copy")  # PropDPM (the paper's model) or a weight-free baseline (magicprop.baselines)
 
 
@@ -83,7 +78,34 @@ class EditJob:
         missing = [n for n in ("video", "output") if not values.get(n)]
         if missing:
             raise UsageError(f"{where}: missing {' and '.join(missing)}")
+        # Config files and batch lines are typed by hand: `"seed": "zero"` must fail here, not deep inside torch.
+        hints = typing.get_type_hints(cls)
+        for name, value in values.items():
+            if not _is_a(value, hints[name]):
+                raise UsageError(f"{where}: {name} must be {_type_name(hints[name])}, got {json.dumps(value, default=str)[:60]}")
         return cls(**values)
+
+
+def _is_a(value: Any, hint: Any) -> bool:
+    """Whether a JSON/YAML value fits a field's annotation (int | str, list[list[float]] | None, ...)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_is_a(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if typing.get_origin(hint) is list:
+        return isinstance(value, list) and all(_is_a(v, typing.get_args(hint)[0]) for v in value)
+    if hint is float:  # JSON writes 1.0 as 1
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "null"}
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    return names.get(hint, "a list of [x, y] points" if typing.get_origin(hint) is list else str(hint))
 
 
 # Settings that describe a result (written to OUT.json and read back by --config); the rest name files or the run.
@@ -98,18 +120,24 @@ def load_config(path: str | Path) -> dict[str, Any]:
     import yaml
 
     path = require_file(path, "config file")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, IsADirectoryError):
+        raise UsageError(f"config {path} is not a JSON or YAML text file") from None
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise UsageError(f"config {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise UsageError(f"config {path} must hold a mapping of settings, got {type(data).__name__}")
-    data = dict(data.get("settings", data))
+    data = data.get("settings", data)
+    if not isinstance(data, dict):
+        raise UsageError(f"config {path}: \"settings\" must hold a mapping of settings, got {type(data).__name__}")
+    data = dict(data)
     for key in RUN_ONLY:
         data.pop(key, None)  # the command line names the input and output
     names = {f.name for f in dataclasses.fields(EditJob)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(str(k) for k in set(data) - names)  # YAML keys may be numbers
     if unknown:
         raise UsageError(f"config {path}: unknown setting(s) {', '.join(unknown)}; valid ones are {', '.join(sorted(names - set(RUN_ONLY)))}")
     return resolve_paths(data, path.parent)

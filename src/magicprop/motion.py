@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +23,15 @@ import cv2
 import numpy as np
 
 from .errors import MagicPropError, UsageError
+from .hub import DEFAULT_IDS
 from .fileio import PathLike, atomic_save_npz, require_file
 
 logger = logging.getLogger(__name__)
 
-# Mirrors models.configs.DEFAULT_IDS["depth"] (a test checks they agree); importing that module would pull diffusers
-# into every reader of depth files.
-DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
+DEFAULT_DEPTH_MODEL = DEFAULT_IDS["depth"]
 # Models whose output is metric depth (larger = farther); we turn it into disparity so that larger is always nearer.
 _METRIC_MODEL_TYPES = ("zoedepth", "glpn", "depth_pro")
+MAX_MODEL_ASPECT = 4.0  # longer side / shorter side of the frames a depth model sees (see DepthEstimator.__call__)
 _PERCENTILE_SAMPLES = 4_000_000  # enough values for stable percentiles; sorting 300 full-HD frames would take seconds
 
 
@@ -45,13 +46,14 @@ class DepthEstimator:
 
     @classmethod
     def from_pretrained(
-        cls, model_id_or_path: str = DEFAULT_DEPTH_MODEL, *, device: str | None = None, dtype: Any = None
+        cls, model_id_or_path: str = DEFAULT_DEPTH_MODEL, *, device: str | None = None, dtype: Any = None,
+        allow_pickle: bool = False,
     ) -> DepthEstimator:
         """Load any `AutoModelForDepthEstimation` (Depth Anything, DPT, ...) by hub id or local folder.
 
         device: "cpu", "cuda", "mps" (default: the best available). dtype: torch dtype (default float16 on CUDA,
         float32 elsewhere). A missing model fails at once with a line naming it; a folder that is not a depth model is
-        a usage error.
+        a usage error. allow_pickle: let .bin weights load (only for files you trust); otherwise safetensors only.
         """
         import torch
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
@@ -70,7 +72,9 @@ class DepthEstimator:
         if dtype is None:
             dtype = torch.float16 if device.type == "cuda" else torch.float32
         try:
-            model = load_component(AutoModelForDepthEstimation, name, what="depth model", flag="--depth-model", dtype=dtype)
+            model = load_component(
+                AutoModelForDepthEstimation, name, what="depth model", flag="--depth-model", dtype=dtype, allow_pickle=allow_pickle
+            )
         except UsageError:
             raise
         except MagicPropError as exc:  # a local folder we could read but not load is the user's input, not a runtime fault
@@ -98,6 +102,12 @@ class DepthEstimator:
         if batch_size < 1:
             raise UsageError(f"batch size must be at least 1, got {batch_size}")
         t, h, w = frames.shape[:3]
+        # Processors keep the aspect ratio while fitting a fixed size, so a 16x256 strip would shrink to a few pixels (or
+        # none) on its short side. The model sees such strips stretched to 4:1; its prediction is resized to (h, w) anyway.
+        if max(h, w) > MAX_MODEL_ASPECT * min(h, w):
+            from .video import resize_frames
+
+            frames = resize_frames(frames, (max(h, math.ceil(w / MAX_MODEL_ASPECT)), max(w, math.ceil(h / MAX_MODEL_ASPECT))))
         dtype = next(self.model.parameters()).dtype
         out = np.empty((t, h, w), np.float32)
         starts = range(0, t, batch_size)

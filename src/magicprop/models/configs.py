@@ -58,13 +58,7 @@ TINY_CLIP_VISION_CONFIG: dict[str, Any] = {
     "projection_dim": 64,
 }
 
-DEFAULT_IDS = {
-    "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-    "clip": "openai/clip-vit-large-patch14",
-    "controlnet_depth": "lllyasviel/control_v11f1p_sd15_depth",
-    "depth": "depth-anything/Depth-Anything-V2-Small-hf",
-    "sam": "facebook/sam-vit-base",
-}
+from ..hub import DEFAULT_IDS  # noqa: E402,F401  (kept importable from here)
 
 
 def propdpm_config(name: str) -> dict[str, Any]:
