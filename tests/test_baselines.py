@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
+
+import fixtures
 
 from magicprop.baselines import propagate_copy, propagate_flow
 from magicprop.errors import UsageError
@@ -14,15 +15,7 @@ INNER = np.s_[24:-24, 24:-24]  # what stays visible from the keyframe: new conte
 
 
 def panning_clip(seed: int = 0) -> np.ndarray:
-    """(FRAMES, SIZE, SIZE, 3) uint8 windows sliding over one large smooth-noise texture: an exact integer translation."""
-    rng = np.random.default_rng(seed)
-    big = SIZE + FRAMES * max(STEP)
-    tex = np.zeros((big, big, 3), np.float32)
-    for sigma in (1.5, 3.0, 6.0):
-        n = cv2.GaussianBlur(rng.normal(size=(big, big, 3)).astype(np.float32), (0, 0), sigma)
-        tex += n / n.std()
-    tex = ((tex - tex.min()) / (tex.max() - tex.min()) * 255).round().astype(np.uint8)
-    return np.stack([tex[t * STEP[0] : t * STEP[0] + SIZE, t * STEP[1] : t * STEP[1] + SIZE] for t in range(FRAMES)])
+    return fixtures.panning_clip(FRAMES, SIZE, STEP, seed)
 
 
 def edit(frames: np.ndarray) -> np.ndarray:

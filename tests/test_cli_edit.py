@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from fixtures import save_tiny_magicprop_models
 
 from magicprop.cli import main

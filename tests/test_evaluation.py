@@ -6,9 +6,10 @@ import json
 import math
 import shutil
 
-import cv2
 import numpy as np
 import pytest
+
+import fixtures
 
 from magicprop.errors import MagicPropError, UsageError
 from magicprop.evaluation import PSNR_CAP_DB, ClipScorer, color_shift, evaluate_clip, psnr, ssim, warp_error
@@ -17,15 +18,7 @@ FRAMES, SIZE, STEP = 6, 64, (1, 2)  # a camera pan of 1 px down, 2 px right per 
 
 
 def panning_clip(seed: int = 0) -> np.ndarray:
-    """(FRAMES, SIZE, SIZE, 3) uint8 windows over one smooth-noise texture, values kept in 30..225 so +-20 never clips."""
-    rng = np.random.default_rng(seed)
-    big = SIZE + FRAMES * max(STEP)
-    tex = np.zeros((big, big, 3), np.float32)
-    for sigma in (1.5, 3.0, 6.0):
-        n = cv2.GaussianBlur(rng.normal(size=(big, big, 3)).astype(np.float32), (0, 0), sigma)
-        tex += n / n.std()
-    tex = (30 + (tex - tex.min()) / (tex.max() - tex.min()) * 195).round().astype(np.uint8)
-    return np.stack([tex[t * STEP[0] : t * STEP[0] + SIZE, t * STEP[1] : t * STEP[1] + SIZE] for t in range(FRAMES)])
+    return fixtures.panning_clip(FRAMES, SIZE, STEP, seed, value_range=(30, 225))  # values in 30..225, so +-20 never clips
 
 
 @pytest.fixture(scope="module")

@@ -30,15 +30,6 @@ from magicprop.video import read_video
 SAMPLING = FrameSampling(resolution=16, frames_per_clip=5, frame_stride=2)  # 12-frame clips -> frames 0, 2, 4, 6, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors on a shared 2-core machine: one intra-op thread is faster than two that contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     """Two good synthetic clips (12 frames, 32x48: the square crop drops 8 columns each side) and three bad videos."""
