@@ -2,6 +2,7 @@
 
 Each command module defines `NAME`, `HELP`, `add_arguments(parser)` and `run(args) -> int`. Errors that the user can fix
 are `MagicPropError`s: we print their one line and exit 2 (usage) or 1 (runtime); `--debug` shows the traceback instead.
+An OSError nobody foresaw (the filesystem refusing something) is printed the same way, as one line with exit 1.
 """
 
 from __future__ import annotations
@@ -84,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"magicprop {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the filesystem refused something we did not foresee: still one line, not a traceback
+        if args.debug:
+            traceback.print_exc()
+        where = f": {str(exc.filename)[:200]}" if exc.filename else ""
+        print(f"magicprop {args.command}: error: {exc.strerror or exc}{where} (--debug shows where)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -356,11 +356,13 @@ class PointSegmenter:
         self.model, self.processor, self.source = model, processor, source
 
     @classmethod
-    def from_pretrained(cls, id_or_path: str | os.PathLike = DEFAULT_IDS["sam"], *, device=None) -> "PointSegmenter":
+    def from_pretrained(
+        cls, id_or_path: str | os.PathLike = DEFAULT_IDS["sam"], *, device=None, allow_pickle: bool = False
+    ) -> "PointSegmenter":
         from transformers import SamModel, SamProcessor
 
         processor = load_component(SamProcessor, id_or_path, what="SAM processor", flag="--sam-model")
-        model = load_component(SamModel, id_or_path, what="SAM model", flag="--sam-model")
+        model = load_component(SamModel, id_or_path, what="SAM model", flag="--sam-model", allow_pickle=allow_pickle)
         model = model.eval() if device is None else model.eval().to(device)
         return cls(model, processor, str(id_or_path))
 

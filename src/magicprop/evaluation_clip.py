@@ -48,7 +48,7 @@ class ClipScorer:
         else:
             fix = f"download it first (hf download {model_id_or_path}) or pass a local CLIP folder"
         try:
-            model = CLIPModel.from_pretrained(model_id_or_path)
+            model = CLIPModel.from_pretrained(model_id_or_path, use_safetensors=True)  # never unpickle a downloaded file
             image_processor = CLIPImageProcessor.from_pretrained(model_id_or_path)
             tokenizer = CLIPTokenizer.from_pretrained(model_id_or_path)
         except Exception as exc:  # noqa: BLE001 - hub, disk and config errors all mean "this model cannot be used here"

@@ -102,10 +102,22 @@ def ensure_writable_dir(folder: PathLike) -> Path:
     return folder
 
 
+def expand_user(path: PathLike) -> Path:
+    """`~` and `~user` expanded as a shell does: left as typed when that home folder is unknown (pathlib would raise)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return Path(path)
+
+
 def require_file(path: PathLike, what: str = "input") -> Path:
     """Return `path` as a Path if it is an existing, non-empty file, else raise a UsageError naming it."""
     path = Path(path)
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError as exc:  # a name too long for the filesystem, a path through a file, ...
+        raise UsageError(f"{what} path cannot be used ({exc.strerror}): {str(path)[:200]}; check the path") from None
+    if not exists:
         raise UsageError(f"{what} not found: {path}; check the path")
     if path.is_file() and path.stat().st_size == 0:
         raise UsageError(f"{what} is an empty file (0 bytes): {path}; re-export or re-download it")

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import MagicPropError, UsageError
+from .fileio import expand_user
 
 T = TypeVar("T")
 
@@ -58,7 +58,7 @@ def load_component(
         flag: the CLI flag that takes a local folder instead ("--depth-model").
         allow_pickle: let .bin/.ckpt weights load (they can run code when unpickled): only for files the user made.
     """
-    local = Path(id_or_path).expanduser()
+    local = expand_user(id_or_path)
     if subfolder:
         kwargs["subfolder"] = subfolder
     kwargs["use_safetensors"] = None if allow_pickle else True

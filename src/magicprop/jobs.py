@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UsageError
-from .fileio import atomic_write_json, check_output_path, require_file
+from .fileio import atomic_write_json, check_output_path, expand_user, require_file
 from .hub import DEFAULT_IDS
 
 logger = logging.getLogger(__name__)
@@ -147,10 +147,10 @@ def resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
     """File settings made absolute against `base`; model settings too when such a folder exists (else a hub id)."""
     out = dict(values)
     for key, value in out.items():
-        if not value or not isinstance(value, str) or Path(value).expanduser().is_absolute():
+        if not value or not isinstance(value, str) or expand_user(value).is_absolute():
             continue
         if key in (*PATH_SETTINGS, "video", "output") or (key in MODEL_SETTINGS and (base / value).exists()):
-            out[key] = str(base / Path(value).expanduser())
+            out[key] = str(base / expand_user(value))
     return out
 
 

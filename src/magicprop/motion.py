@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import MagicPropError, UsageError
 from .hub import DEFAULT_IDS
-from .fileio import PathLike, atomic_save_npz, require_file
+from .fileio import PathLike, atomic_save_npz, expand_user, require_file
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class DepthEstimator:
         from .hub import load_component
 
         name = str(model_id_or_path)
-        local = Path(name).expanduser()
+        local = expand_user(name)
         if local.is_dir():
             _check_depth_folder(local)
         device = torch.device(device or _best_device())

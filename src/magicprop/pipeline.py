@@ -174,9 +174,11 @@ class MagicPropPipeline:
         if needs_depth and self.depth_estimator is None:
             from .motion import DepthEstimator
 
-            self.depth_estimator = DepthEstimator.from_pretrained(self.model_ids["depth_model"], device=str(self.device), dtype=self.dtype)
+            self.depth_estimator = DepthEstimator.from_pretrained(
+                self.model_ids["depth_model"], device=str(self.device), dtype=self.dtype, allow_pickle=self.allow_pickle
+            )
         if mask_points and self.segmenter is None:
-            self.segmenter = PointSegmenter.from_pretrained(self.model_ids["sam_model"], device=self.device)
+            self.segmenter = PointSegmenter.from_pretrained(self.model_ids["sam_model"], device=self.device, allow_pickle=self.allow_pickle)
 
     def working_size(self, height: int, width: int, max_pixels: int = 512 * 512) -> tuple[int, int]:
         """(h, w) within `max_pixels`, sides multiples of 8 (SD) and of 2x the propagation VAE's factor."""

@@ -198,28 +198,29 @@ def propagate_latents(
 
     # 4. Propagate, both chains in one batch
     scheduler = scheduler_from_config(models.scheduler_config, settings.scheduler)
+    # closed also when a step fails (disk full, a cancelling callback): the error line then starts on a line of its own
     bar = tqdm(total=num_frames - 1, initial=sum(1 for s in where.values() if s <= done), desc="propagating", unit="frame", disable=not progress)
-    for step in range(done + 1, num_steps + 1):
-        chains = [d for d in (+1, -1) if 0 <= k + d * step < num_frames]
-        targets = [k + d * step for d in chains]  # frame indices rendered in this step
-        prev_idx = [k + d * (step - 1) for d in chains]
-        cond = assemble_conditioning(
-            target_depth=depth_grid[targets],
-            previous_latent=torch.stack([previous[d] for d in chains]),
-            previous_depth=depth_grid[prev_idx],
-            reference_tokens=reference,
-        )
-        noise = torch.stack([
-            torch.randn(key_latent.shape[1:], generator=frame_generator(settings.seed, t)) for t in targets
-        ]).to(device, dtype)  # fmt: skip
-        latents = denoise(models, scheduler, noise, cond, settings, null)
-        for d, t, z in zip(chains, targets, latents):
-            previous[d] = z
-        store.save_step(step, dict(zip(targets, latents)))
-        bar.update(len(targets))
-        if callback is not None:
-            callback(bar.n, num_frames - 1)
-    bar.close()
+    with bar:
+        for step in range(done + 1, num_steps + 1):
+            chains = [d for d in (+1, -1) if 0 <= k + d * step < num_frames]
+            targets = [k + d * step for d in chains]  # frame indices rendered in this step
+            prev_idx = [k + d * (step - 1) for d in chains]
+            cond = assemble_conditioning(
+                target_depth=depth_grid[targets],
+                previous_latent=torch.stack([previous[d] for d in chains]),
+                previous_depth=depth_grid[prev_idx],
+                reference_tokens=reference,
+            )
+            noise = torch.stack([
+                torch.randn(key_latent.shape[1:], generator=frame_generator(settings.seed, t)) for t in targets
+            ]).to(device, dtype)  # fmt: skip
+            latents = denoise(models, scheduler, noise, cond, settings, null)
+            for d, t, z in zip(chains, targets, latents):
+                previous[d] = z
+            store.save_step(step, dict(zip(targets, latents)))
+            bar.update(len(targets))
+            if callback is not None:
+                callback(bar.n, num_frames - 1)
     return store, where
 
 

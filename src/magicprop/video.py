@@ -53,6 +53,8 @@ def _open_image(path: PathLike, what: str) -> Image.Image:
     try:
         with Image.open(path) as im:
             return ImageOps.exif_transpose(im)
+    except Image.DecompressionBombError:
+        raise UsageError(f"{what} {path} has more pixels than PIL decodes safely (its decompression-bomb limit); downscale it") from None
     except (UnidentifiedImageError, OSError, ValueError):
         raise UsageError(f"{what} {path} is not a readable image; use a PNG or JPEG file") from None
 
@@ -63,6 +65,8 @@ def _image_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as im:
             w, h = im.size
             return (w, h) if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (h, w)  # 5-8 turn by 90 degrees
+    except Image.DecompressionBombError:
+        raise UsageError(f"{path} has more pixels than PIL decodes safely (its decompression-bomb limit); downscale it") from None
     except (UnidentifiedImageError, OSError, ValueError):
         raise UsageError(f"{path} is not a readable image; remove it or replace it with a PNG or JPEG file") from None
 
@@ -76,7 +80,14 @@ def load_image(path: PathLike) -> np.ndarray:
         return np.repeat(gray[..., None], 3, axis=2)
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")  # via RGBA: PIL warns when palette transparency is dropped directly
-    return np.array(im.convert("RGB"), dtype=np.uint8)
+    return np.array(_convert(im, "RGB", path, "image"), dtype=np.uint8)
+
+
+def _convert(im: Image.Image, mode: str, path: PathLike, what: str) -> Image.Image:
+    try:
+        return im.convert(mode)
+    except ValueError:  # e.g. LAB TIFFs: PIL has no direct conversion
+        raise UsageError(f"{what} {path} is in PIL mode {im.mode}, which PIL cannot convert to {mode}; save it as an RGB PNG") from None
 
 
 def load_mask(path: PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -85,9 +96,9 @@ def load_mask(path: PathLike, size: tuple[int, int] | None = None) -> np.ndarray
     A mask drawn as transparency (one colour, the shape in the alpha channel) is read from its alpha channel.
     """
     im = _open_image(path, "mask")
-    gray = np.asarray(im.convert("L"))
+    gray = np.asarray(_convert(im, "L", path, "mask"))
     if "A" in im.mode or (im.mode == "P" and "transparency" in im.info):
-        alpha = np.asarray(im.convert("RGBA"))[..., 3]
+        alpha = np.asarray(_convert(im, "RGBA", path, "mask"))[..., 3]
         if gray.min() == gray.max() and alpha.min() != alpha.max():
             gray = alpha
     mask = gray > 127
@@ -149,7 +160,7 @@ def _list_images(folder: Path) -> list[Path]:
 def _open_container(path: Path) -> av.container.InputContainer:
     require_file(path, "video")
     try:
-        container = av.open(str(path))
+        container = av.open(str(path), metadata_errors="replace")  # damaged tags must not stop the frames
     except (av.error.FFmpegError, OSError) as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         fix = "use an mp4/mov/webm/mkv/avi/gif file or an image folder"

@@ -35,11 +35,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
+    from ..errors import UsageError
     from ..fileio import require_file
     from ..jobs import EditJob, Outputs, PipelineCache, resolve_paths, run_job
 
     path = require_file(args.jobs, "jobs file")
-    lines = [(i, line) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip() and not line.lstrip().startswith("#")]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, IsADirectoryError):
+        raise UsageError(f"jobs file {path} is not a UTF-8 text file; write one JSON object per line") from None
+    lines = [(i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip() and not line.lstrip().startswith("#")]
     state = PartialState()
     out_dir = Path(args.output_dir) if args.output_dir else path.parent
     cache = PipelineCache()
@@ -57,11 +62,11 @@ def run(args: argparse.Namespace) -> int:
             failed.append(f"{where}: error: not a JSON object of settings ({exc})")
             print(failed[-1], file=sys.stderr)
             continue
-        values = resolve_paths({k: v for k, v in values.items() if k != "output"}, path.parent) | _output(values, out_dir, i)
-        values.setdefault("resume", args.resume)
-        if state.num_processes > 1 and not values.get("device"):
-            values["device"] = str(state.device)
         try:
+            values = resolve_paths({k: v for k, v in values.items() if k != "output"}, path.parent) | _output(values, out_dir, i)
+            values.setdefault("resume", args.resume)
+            if state.num_processes > 1 and not values.get("device"):
+                values["device"] = str(state.device)
             job = EditJob.from_mapping(values, where=where)
             if Outputs.of(job.output).complete():
                 skipped += 1
@@ -79,8 +84,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _output(values: dict, out_dir: Path, line: int) -> dict:
+    from ..errors import UsageError
+    from ..fileio import expand_user
+
     if values.get("output"):
-        out = Path(values["output"]).expanduser()
+        if not isinstance(values["output"], str):
+            raise UsageError(f"output must be a file name, got {json.dumps(values['output'])[:60]}")
+        out = expand_user(values["output"])
         return {"output": str(out if out.is_absolute() else out_dir / out)}
     stem = Path(str(values.get("video", "job"))).stem
     return {"output": str(out_dir / f"{stem}-{line}.mp4")}

@@ -28,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("cpu", "cuda", "mps"), default=None, help="default: the best available")
     p.add_argument("--max-frames", type=int, default=None, help="read at most this many frames from the start")
     p.add_argument("--cache-dir", default=None, help="reuse depth computed before for the same frames and model")
+    p.add_argument("--allow-pickle", action="store_true", help="let .bin weights load (only for files you trust)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-frames must be at least 1, got {args.max_frames}")
     # 2. Read, estimate, write
     frames, fps = read_video(video, max_frames=args.max_frames)
-    estimator = DepthEstimator.from_pretrained(args.depth_model, device=args.device)
+    estimator = DepthEstimator.from_pretrained(args.depth_model, device=args.device, allow_pickle=args.allow_pickle)
     depth = estimate_clip_depth(frames, estimator, cache_dir=args.cache_dir, batch_size=args.batch_size)
     save_depth(npz, depth, model=estimator.model_id, source=str(video), fps=fps)
     write_video(output, colorize_depth(depth), fps)

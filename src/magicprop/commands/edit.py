@@ -105,7 +105,8 @@ def job_from_args(args: argparse.Namespace):
     names = {f.name for f in dataclasses.fields(EditJob)}
     values = load_config(args.config) if getattr(args, "config", None) else {}
     values.update({k: v for k, v in vars(args).items() if k in names})
-    return EditJob.from_mapping(values, where="command line")
+    config = getattr(args, "config", None)
+    return EditJob.from_mapping(values, where=f"--config {config} with the command line" if config else "command line")
 
 
 def report(record: dict, output: str) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import UsageError
-from ..fileio import atomic_write_json
+from ..fileio import atomic_write_json, expand_user
 from ..hub import load_component
 from .propdpm import PropDPM
 
@@ -68,7 +68,7 @@ class PropagationModels:
         if path is None:
             path = EMBEDDED_TINY
             logger.info("using the embedded tiny PropDPM (%s); pass --model for another", path)
-        root = Path(path).expanduser()
+        root = expand_user(path)
         if not (root / "propdpm" / "config.json").is_file():
             raise UsageError(
                 f"{root} is not a magicprop propagation model (no propdpm/config.json); pass a folder exported by "

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import UsageError
+from ..fileio import expand_user
 from ..hub import load_component
 from ..models.bundle import EMBEDDED_TINY
 from ..models.propdpm import PropDPM
@@ -36,7 +36,7 @@ class Components:
 
 def pretrained_kind(pretrained: str) -> str:
     """'sd' for an SD-1.x-shaped folder, 'magicprop' for an exported model, 'hub' for an id; else a one-line UsageError."""
-    path = Path(pretrained).expanduser()
+    path = expand_user(pretrained)
     if not path.exists():
         if str(pretrained).startswith((".", "/", "~")):
             raise UsageError(f"--pretrained folder not found: {pretrained}; check the path")
@@ -59,7 +59,7 @@ def pretrained_kind(pretrained: str) -> str:
 
 
 def _is_hub_id(name: str) -> bool:
-    return not Path(name).expanduser().exists()
+    return not expand_user(name).exists()
 
 
 def load_components(recipe: TrainRecipe) -> Components:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
+from ..fileio import expand_user
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def discover_clips(data: str | os.PathLike, *, synthetic_edited: bool = False) -
             if Path(shard).is_file():
                 found.clips.extend(_tar_clips(Path(shard)))
         return _nonempty(found, data)
-    path = Path(data).expanduser()
+    path = expand_user(data)
     if not path.exists():
         raise UsageError(f"--data {data} not found; pass a folder of videos, a manifest (.csv/.jsonl) or tar shards")
     if path.is_file():
@@ -127,11 +128,14 @@ def _manifest_clips(manifest: Path) -> Discovery:
     except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
         raise UsageError(f"cannot parse manifest {manifest}: {str(exc).splitlines()[0]}") from None
     found = Discovery([], [])
-    for row in rows:
-        path = Path(row["path"]).expanduser()
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row["path"], str):  # a short CSV row (None) or a JSON number/list: a bad entry, skipped
+            found.missing.append(f"{manifest} entry {i} (path {json.dumps(row['path'], default=str)[:40]})")
+            continue
+        path = expand_user(row["path"])
         path = path if path.is_absolute() else manifest.parent / path
         caption = str(row.get("caption") or row.get("name") or "")  # WebVid calls the caption "name"
-        if path.is_file():
+        if _is_file(path):
             found.clips.append(ClipSource(str(path), caption=caption))
         else:
             found.missing.append(str(path))
@@ -141,6 +145,13 @@ def _manifest_clips(manifest: Path) -> Discovery:
             len(found.missing), len(rows), manifest, found.missing[0],
         )  # fmt: skip
     return found
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for the filesystem: as missing as a file can be
+        return False
 
 
 def _tar_clips(shard: Path) -> list[ClipSource]:

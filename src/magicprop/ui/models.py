@@ -57,7 +57,7 @@ class ActiveModels:
         propdpm_reason = None
         try:
             pipeline = MagicPropPipeline.from_pretrained(propagation_model=options.model, propagator="propdpm", **kwargs)
-        except MagicPropError as exc:
+        except MagicPropError:
             if options.model is not None:
                 raise  # a model the person named must load; falling back would hide their mistake
             from ..models.bundle import EMBEDDED_TINY
@@ -179,9 +179,10 @@ def _unavailable(id_or_path: str, probe_file: str, flag: str) -> str | None:
 
     A cheap check, not a load: the models are loaded on first use, and a load that still fails then says why in the page.
     """
+    from ..fileio import expand_user
     from ..hub import hub_reachable
 
-    local = Path(id_or_path).expanduser()
+    local = expand_user(id_or_path)
     if local.exists():
         return None if local.is_dir() else f"{id_or_path} is a file; pass the model's folder with {flag} DIR"
     if str(id_or_path).startswith((".", "/", "~")):
