@@ -31,7 +31,7 @@ REFERENCE_MODES = ("clip+vae", "clip")
 class PropConditioning:
     """Everything PropDPM reads besides the noisy latent and the timestep."""
 
-    spatial: torch.Tensor  # (B, 6 or 10, h, w): target depth, previous latent, previous depth [, warped previous latent]
+    spatial: torch.Tensor  # (B, 6, h, w): target depth, previous latent, previous depth
     reference_tokens: torch.Tensor  # (B or 1, 1 + h/2 * w/2, C): adaptor output, shared by every frame of a clip
 
 
@@ -50,7 +50,6 @@ def assemble_conditioning(
     previous_depth: torch.Tensor,
     reference_tokens: torch.Tensor,
     *,
-    warped_previous: torch.Tensor | None = None,
     drop_previous: torch.Tensor | None = None,
 ) -> PropConditioning:
     """Put PropDPM's conditions together; training and inference both call this.
@@ -60,19 +59,16 @@ def assemble_conditioning(
         previous_latent: (B, 4, h, w) scaled VAE latent of the previous *edited* frame.
         previous_depth: depth of the previous frame, like target_depth.
         reference_tokens: adaptor output (see `PropDPM.encode_reference`).
-        warped_previous: (B, 4, h, w) previous latent warped along the source's flow, for models built with
-            `use_warped_previous=True` (a FlowVid-style option; the paper's model has none).
-        drop_previous: (B,) bool; True replaces the previous frame (latent, depth, warp) with zeros, as training does so
+        drop_previous: (B,) bool; True replaces the previous frame (latent and depth) with zeros, as training does so
             that the first frame of a chain can be generated from the reference alone.
     """
     size = tuple(previous_latent.shape[-2:])
     target = depth_to_latent_grid(target_depth, size)  # (B, 1, h, w)
     prev_depth = depth_to_latent_grid(previous_depth, size)  # (B, 1, h, w)
-    prev = [previous_latent, prev_depth] + ([warped_previous] if warped_previous is not None else [])
     if drop_previous is not None:
         keep = (~drop_previous).to(previous_latent.dtype)[:, None, None, None]
-        prev = [p * keep for p in prev]
-    spatial = torch.cat([target, prev[0], prev[1], *prev[2:]], dim=1)  # (B, 6 [+4], h, w)
+        previous_latent, prev_depth = previous_latent * keep, prev_depth * keep
+    spatial = torch.cat([target, previous_latent, prev_depth], dim=1)  # (B, 6, h, w)
     return PropConditioning(spatial=spatial, reference_tokens=reference_tokens)
 
 
@@ -96,7 +92,6 @@ class PropDPM(ModelMixin, ConfigMixin):
         cross_attention_dim: int = 768,  # = CLIP's projected token width, so the adaptor needs no projection
         norm_num_groups: int = 32,
         reference_mode: str = "clip+vae",  # "clip" is the CLIP-only ablation of the adaptor
-        use_warped_previous: bool = False,  # add the flow-warped previous latent as 4 more input channels
     ):
         super().__init__()
         if reference_mode not in REFERENCE_MODES:
@@ -118,7 +113,7 @@ class PropDPM(ModelMixin, ConfigMixin):
     @property
     def num_input_channels(self) -> int:
         c = self.config.latent_channels
-        return c + 1 + c + 1 + (c if self.config.use_warped_previous else 0)
+        return c + 1 + c + 1  # noisy latent, target depth, previous latent, previous depth
 
     @classmethod
     def from_config_name(cls, name: str, **overrides) -> "PropDPM":
