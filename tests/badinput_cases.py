@@ -19,9 +19,10 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
+from fixtures import write_with_pyav
 from badinputs import (
     FPS, SIZE, Case, Setup, Workspace, bad_metadata_mp4, frames_of, headless_mp4, pickle_only_model, png_header_only,
-    truncated_mp4, write_with_pyav,
+    truncated_mp4,
 )  # fmt: skip
 
 from magicprop.video import probe, read_video, save_image, write_video

@@ -20,7 +20,6 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
@@ -78,25 +77,6 @@ def frames_of(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
         b = 128 + 60 * np.sin((x + y) / max(4.0, (h + w) / 8) + t / 4)
         out.append(np.clip(np.stack([r, g, b], -1), 0, 255).astype(np.uint8))
     return np.stack(out)
-
-
-def write_with_pyav(path: Path, frames: np.ndarray, fmt: str, codec: str, pix_fmt: str, src_fmt: str, *,
-                    pts: list[int] | None = None, time_base: Fraction = Fraction(1, 24), rotation: int | None = None) -> Path:
-    """Files our own writer never makes: other pixel formats, variable frame rate, rotation metadata."""  # fmt: skip
-    container = av.open(str(path), "w", format=fmt)
-    stream = container.add_stream(codec, rate=24)
-    stream.pix_fmt, stream.height, stream.width = pix_fmt, frames.shape[1], frames.shape[2]
-    if pts is not None:
-        stream.codec_context.time_base = time_base
-    if rotation is not None:
-        stream.set_display_rotation(rotation)
-    for i, f in enumerate(frames):
-        vf = av.VideoFrame.from_ndarray(f, format=src_fmt)
-        vf.pts, vf.time_base = (i if pts is None else pts[i]), time_base
-        container.mux(stream.encode(vf))
-    container.mux(stream.encode(None))
-    container.close()
-    return path
 
 
 def truncated_mp4(path: Path, frames: int = 24, keep: float = 0.6) -> Path:

@@ -407,3 +407,30 @@ def panning_clip(frames: int, size: int, step: tuple[int, int], seed: int = 0, v
     lo, hi = value_range
     tex = (lo + (tex - tex.min()) / (tex.max() - tex.min()) * (hi - lo)).round().astype(np.uint8)
     return np.stack([tex[t * step[0] : t * step[0] + size, t * step[1] : t * step[1] + size] for t in range(frames)])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Video files our own writer never makes
+# --------------------------------------------------------------------------------------------------------------------
+def write_with_pyav(path, frames, fmt: str, codec: str, pix_fmt: str, src_fmt: str, *, pts: list[int] | None = None,
+                    time_base=None, rotation: int | None = None):  # fmt: skip
+    """Files our writer never makes: other pixel formats, variable frame rate, rotation metadata."""
+    from fractions import Fraction
+
+    import av
+
+    time_base = time_base or Fraction(1, 24)
+    container = av.open(str(path), "w", format=fmt)
+    stream = container.add_stream(codec, rate=24)
+    stream.pix_fmt, stream.height, stream.width = pix_fmt, frames.shape[1], frames.shape[2]
+    if pts is not None:
+        stream.codec_context.time_base = time_base
+    if rotation is not None:
+        stream.set_display_rotation(rotation)
+    for i, f in enumerate(frames):
+        vf = av.VideoFrame.from_ndarray(f, format=src_fmt)
+        vf.pts, vf.time_base = (i if pts is None else pts[i]), time_base
+        container.mux(stream.encode(vf))
+    container.mux(stream.encode(None))
+    container.close()
+    return path

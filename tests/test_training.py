@@ -158,7 +158,8 @@ def test_precompute_then_train_from_the_cache(ws):
     cache, out = ws / "cache", ws / "run_cached"
     recipe = ["--config", "tiny-synthetic", "--recipe", str(ws / "recipe.json"), "--pretrained", str(ws / "sd"), "--image-encoder", str(ws / "clip")]
     assert main(["precompute", "--data", str(ws / "clips"), "--output-dir", str(cache), *recipe]) == 0
-    assert len(json.loads((cache / "index.json").read_text())["clips"]) == 3
+    clips = json.loads((cache / "index.json").read_text())["clips"]
+    assert len(clips) == 6  # tiny-synthetic reads each synth folder's source.mp4 and edited.mp4 (same motion and depth)
     assert main(train_args(ws, out, "--max-steps", "3", data=cache)) == 0
     log = read_log(out / "logs" / "train_log.jsonl")
     assert log[0]["cached"] is True and len(step_losses(out)) == 3 and np.isfinite(step_losses(out)).all()

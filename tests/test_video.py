@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fixtures import write_with_pyav
 from magicprop import video
 from magicprop.errors import UsageError
 
@@ -41,35 +42,6 @@ def indices(clip: np.ndarray) -> list[int]:
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
-def write_with_pyav(
-    path: Path,
-    frames: np.ndarray,
-    fmt: str,
-    codec: str,
-    pix_fmt: str,
-    src_fmt: str,
-    *,
-    pts: list[int] | None = None,
-    time_base: Fraction = Fraction(1, 24),
-    rotation: int | None = None,
-) -> Path:
-    """Files our writer never makes: other pixel formats, variable frame rate, rotation metadata."""
-    container = av.open(str(path), "w", format=fmt)
-    stream = container.add_stream(codec, rate=24)
-    stream.pix_fmt, stream.height, stream.width = pix_fmt, frames.shape[1], frames.shape[2]
-    if pts is not None:
-        stream.codec_context.time_base = time_base
-    if rotation is not None:
-        stream.set_display_rotation(rotation)
-    for i, f in enumerate(frames):
-        vf = av.VideoFrame.from_ndarray(f, format=src_fmt)
-        vf.pts, vf.time_base = (i if pts is None else pts[i]), time_base
-        container.mux(stream.encode(vf))
-    container.mux(stream.encode(None))
-    container.close()
-    return path
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -86,6 +86,7 @@ def _from_pretrained(cls, name: str, what: str, flag: str, **kwargs):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "safetensors" in first.lower() and kwargs.get("use_safetensors"):
             raise UsageError(
-                f"{what} {name} has no .safetensors weights; convert them, or pass --allow-pickle if you trust the file"
+                f"{what} {name} has no .safetensors weights; convert them to safetensors (edit, propagate, batch, depth and ui "
+                "also take --allow-pickle for files you trust)"
             ) from None
         raise MagicPropError(f"cannot load {what} from {name}: {first[:300]}; pass a valid local folder with {flag} DIR") from None

@@ -19,18 +19,14 @@ HELP = "cache depth, VAE latents and CLIP tokens of every clip for fast training
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..training.recipes import RECIPES
+    from .train import add_component_arguments
 
     p.add_argument("--data", required=True, help="folder of videos/synth clips, manifest .csv/.jsonl, or 'shards/{0..9}.tar'")
     p.add_argument("--output-dir", required=True, help="cache folder (index.json + clips/*.safetensors)")
     p.add_argument("--config", choices=sorted(RECIPES), default="sd15-256",
                    help="recipe giving resolution and sampling (default: %(default)s)")  # fmt: skip
     p.add_argument("--recipe", default=None, metavar="FILE", help="JSON/YAML file of recipe field overrides")
-    p.add_argument("--pretrained", default=None, metavar="ID|PATH", help="SD 1.x id/folder whose vae/ encodes the frames")
-    p.add_argument("--vae", default=None, metavar="ID|PATH", help="frozen VAE (default: the pretrained model's vae/)")
-    p.add_argument("--image-encoder", default=None, metavar="ID|PATH",
-                   help="CLIP vision tower (default: openai/clip-vit-large-patch14)")  # fmt: skip
-    p.add_argument("--depth-model", default=None, metavar="ID|PATH",
-                   help="depth model for raw clips (synthetic clips use their depth.npz)")  # fmt: skip
+    add_component_arguments(p, pretrained_help="SD 1.x id/folder whose vae/ encodes the frames")
     p.add_argument("--reference-frames", type=int, default=None, metavar="K",
                    help="store CLIP tokens of K evenly spaced frames per clip instead of all (tokens are most of the cache)")
     p.add_argument("--batch-size", type=int, default=16, help="frames per VAE/CLIP forward (default: %(default)s)")

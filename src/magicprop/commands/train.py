@@ -25,6 +25,16 @@ RESUMABLE = ("max_steps", "num_workers", "log_every", "checkpoint_every", "keep_
              "image_encoder", "depth_model")  # fmt: skip
 
 
+def add_component_arguments(p: argparse.ArgumentParser, pretrained_help: str) -> None:
+    """The frozen encoders and the starting model, as `train` and `precompute` both take them."""
+    p.add_argument("--pretrained", default=None, metavar="ID|PATH", help=pretrained_help)
+    p.add_argument("--vae", default=None, metavar="ID|PATH", help="frozen VAE (default: the pretrained model's vae/)")
+    p.add_argument("--image-encoder", default=None, metavar="ID|PATH",
+                   help="frozen CLIP vision tower (default: openai/clip-vit-large-patch14)")  # fmt: skip
+    p.add_argument("--depth-model", default=None, metavar="ID|PATH",
+                   help="depth model for raw clips (synthetic clips use their depth.npz)")  # fmt: skip
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..training.recipes import RECIPES
 
@@ -34,12 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", choices=sorted(RECIPES), default=None,
                    help="named recipe (default: sd15-256; on --resume, the run's own)")  # fmt: skip
     p.add_argument("--recipe", default=None, metavar="FILE", help="JSON/YAML file of recipe field overrides, e.g. {lr: 5e-5}")
-    p.add_argument("--pretrained", default=None, metavar="ID|PATH", help="SD 1.x id/folder to start from, or 'none' for scratch")
-    p.add_argument("--vae", default=None, metavar="ID|PATH", help="frozen VAE (default: the pretrained model's vae/)")
-    p.add_argument("--image-encoder", default=None, metavar="ID|PATH",
-                   help="frozen CLIP vision tower (default: openai/clip-vit-large-patch14)")  # fmt: skip
-    p.add_argument("--depth-model", default=None, metavar="ID|PATH",
-                   help="depth model for raw clips (synthetic clips use their depth.npz)")  # fmt: skip
+    add_component_arguments(p, pretrained_help="SD 1.x id/folder to start from, or 'none' for scratch")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="latest|PATH", help="continue from a checkpoint")
     p.add_argument("--max-steps", type=int, default=None, help="optimizer steps in total (overrides the recipe)")
 
