@@ -181,3 +181,55 @@ def test_bundle_round_trip_and_wrong_folder(tmp_path):
     assert loaded.scheduler_config["rescale_betas_zero_snr"] is True
     with pytest.raises(UsageError, match="not a magicprop propagation model"):
         PropagationModels.from_pretrained(tmp_path / "model" / "vae")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The flow-warped previous latent (beyond the paper; FlowVid-style)
+# ---------------------------------------------------------------------------------------------------------------------
+def test_warp_latent_zero_flow_is_identity_and_integer_shift_moves_cells():
+    from magicprop.models.propdpm import warp_latent
+
+    latent = torch.randn(2, 4, 8, 12)
+    torch.testing.assert_close(warp_latent(latent, torch.zeros(2, 2, 32, 48)), latent)
+    # target[y, x] = previous[y + 1, x + 2] in latent cells = (4, 8) pixels at a factor of 4
+    flow = torch.zeros(2, 2, 32, 48)
+    flow[:, 0], flow[:, 1] = 8.0, 4.0
+    warped = warp_latent(latent, flow)
+    torch.testing.assert_close(warped[..., :-1, :-2], latent[..., 1:, 2:])
+    torch.testing.assert_close(warped[..., -1, :-2], latent[..., -1, 2:])  # beyond the frame: the border repeats
+
+
+def test_warped_previous_model_takes_14_channels_and_needs_the_flow():
+    model = get_dummy_propdpm(use_warped_previous=True).eval()
+    assert model.num_input_channels == 14 and model.unet.conv_in.weight.shape[1] == 14
+    x = _inputs()
+    states = torch.randn(2, 9, 16)
+    flow = torch.zeros(2, 2, 32, 32)
+    with torch.no_grad():
+        cond = assemble_conditioning(x["target_depth"], x["previous_latent"], x["previous_depth"], states, previous_flow=flow)
+        assert cond.spatial.shape[1] == 10
+        # zero flow: the warped channels are the previous latent itself
+        torch.testing.assert_close(cond.spatial[:, 6:], x["previous_latent"])
+        assert model(x["noisy"], 10, cond).shape == x["noisy"].shape
+        without = assemble_conditioning(x["target_depth"], x["previous_latent"], x["previous_depth"], states)
+        with pytest.raises(UsageError, match="needs the source's optical flow"):
+            model(x["noisy"], 10, without)
+        dropped = assemble_conditioning(x["target_depth"], x["previous_latent"], x["previous_depth"], states,
+                                        previous_flow=flow, drop_previous=torch.tensor([True, False]))  # fmt: skip
+        assert torch.count_nonzero(dropped.spatial[0, 1:]) == 0 and torch.count_nonzero(dropped.spatial[1, 6:]) > 0
+
+
+def test_from_stable_diffusion_with_warped_previous_is_still_the_sd_unet_at_init():
+    unet = get_dummy_unet()
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model = PropDPM.from_stable_diffusion(unet, use_warped_previous=True).eval()
+    assert model.unet.conv_in.weight.shape[1] == 14 and torch.count_nonzero(model.unet.conv_in.weight[:, 4:]) == 0
+    x = _inputs()
+    states = torch.randn(2, 9, 16)
+    with torch.no_grad():
+        expected = unet(x["noisy"], 321, encoder_hidden_states=states).sample
+        cond = assemble_conditioning(x["target_depth"], x["previous_latent"], x["previous_depth"], states,
+                                     previous_flow=torch.randn(2, 2, 32, 32))  # fmt: skip
+        torch.testing.assert_close(model(x["noisy"], 321, cond), expected, atol=1e-6, rtol=1e-5)

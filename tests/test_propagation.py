@@ -125,3 +125,20 @@ def test_bad_inputs(models, change, match):
     d, k, idx = change(depth, key)
     with pytest.raises(UsageError, match=match):
         propagate(models, d, k, idx, FAST, progress=False)
+
+
+def test_a_warped_previous_model_reads_the_source_frames():
+    warped = get_dummy_propagation_models(use_warped_previous=True)
+    depth, key = _inputs()
+    rng = np.random.default_rng(5)
+    video = rng.integers(0, 256, (T, H, W, 3), dtype=np.uint8)
+    with pytest.raises(UsageError, match="pass the source frames"):
+        propagate(warped, depth, key, 0, FAST, progress=False)
+    with pytest.raises(UsageError, match="source frames"):
+        propagate(warped, depth, key, 0, FAST, progress=False, video=video[:-1])
+    a = propagate(warped, depth, key, 2, FAST, progress=False, video=video)
+    assert a.shape == (T, H, W, 3) and np.array_equal(a[2], key)
+    assert np.array_equal(a, propagate(warped, depth, key, 2, FAST, progress=False, video=video))
+    moved = np.roll(video, 3, axis=2)  # other motion, same depth: other frames
+    moved[2] = video[2]
+    assert not np.array_equal(a, propagate(warped, depth, key, 2, FAST, progress=False, video=moved))

@@ -165,6 +165,35 @@ def test_precompute_then_train_from_the_cache(ws):
     assert log[0]["cached"] is True and len(step_losses(out)) == 3 and np.isfinite(step_losses(out)).all()
 
 
+def test_warped_previous_trains_from_sd_and_the_export_needs_the_video(ws, tmp_path, capsys):
+    (tmp_path / "warp.json").write_text(json.dumps({**RECIPE, "use_warped_previous": True}))
+    out = tmp_path / "run"
+    args = ["train", "--config", "tiny-synthetic", "--recipe", str(tmp_path / "warp.json"), "--pretrained", str(ws / "sd"),
+            "--image-encoder", str(ws / "clip"), "--output-dir"]  # fmt: skip
+    assert main([*args, str(out), "--data", str(ws / "clips"), "--max-steps", "3"]) == 0
+    assert np.isfinite(step_losses(out)).all() and len(step_losses(out)) == 3
+    weights = final_weights(out)
+    assert weights["unet.conv_in.weight"].shape[1] == 14  # 4 noisy + 1 + 4 + 1 + 4 warped
+    # a cache holds no flow: refused in one line before any work
+    from magicprop.training.precompute import FORMAT, INDEX
+
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / INDEX).write_text(json.dumps({"format": FORMAT, "clips": []}))
+    assert main([*args, str(tmp_path / "run2"), "--data", str(tmp_path / "cache"), "--max-steps", "3"]) == 2
+    assert "optical flow" in capsys.readouterr().err and not (tmp_path / "run2" / "checkpoints").exists()
+
+    from magicprop.models import PropagationModels
+    from magicprop.propagation import PropagationSettings, propagate
+    from magicprop.synthetic import render_clip
+
+    models = PropagationModels.from_pretrained(out / "final")
+    assert models.propdpm.config.use_warped_previous
+    clip = render_clip(0, frames=4, size=(16, 16))
+    frames = propagate(models, clip.depth, clip.source[0], 0, PropagationSettings(num_inference_steps=2), progress=False,
+                       video=clip.source)  # fmt: skip
+    assert frames.shape == (4, 16, 16, 3)
+
+
 def test_bad_inputs_fail_with_one_line_and_touch_nothing(ws, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "gone.csv").write_text("path\nmissing/a.mp4\nmissing/b.mp4\n")

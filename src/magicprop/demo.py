@@ -44,7 +44,7 @@ def run_methods(source, depth, keyframe, keyframe_index, *, models=None, steps=2
     models = models or PropagationModels.from_pretrained(None)
     settings = PropagationSettings(num_inference_steps=steps, seed=seed)
     return {
-        "propdpm": propagate(models, depth, keyframe, keyframe_index, settings, progress=progress),
+        "propdpm": propagate(models, depth, keyframe, keyframe_index, settings, progress=progress, video=source),
         "flow": propagate_flow(source, keyframe, keyframe_index, progress=progress),
         "copy": propagate_copy(source, keyframe, keyframe_index),
     }

@@ -334,7 +334,9 @@ class MagicPropPipeline:
         with _on_device(models, self.device, self.cpu_offload):
             # the keyframe counts as done, so every propagator reports (1..T, T)
             report = None if callback is None else (lambda done, total: callback(done + 1, total + 1))
-            store, where = propagate_latents(models, depth, keyframe, k, settings, work_dir=sub, resume=resume, callback=report)
+            store, where = propagate_latents(
+                models, depth, keyframe, k, settings, work_dir=sub, resume=resume, callback=report, video=work
+            )
             yield from decode_frames(models, store, where, keyframe, k)
 
 

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .errors import UsageError
+from .flow import optical_flow
 from .fileio import atomic_path, atomic_write_json
 from .models.bundle import PropagationModels
 from .models.propdpm import assemble_conditioning
@@ -104,10 +105,12 @@ class LatentStore:
             shutil.rmtree(self.work_dir)
 
 
-def fingerprint(models: PropagationModels, depth: np.ndarray, keyframe: np.ndarray, k: int, s: PropagationSettings) -> dict:
+def fingerprint(models: PropagationModels, depth: np.ndarray, keyframe: np.ndarray, k: int, s: PropagationSettings,
+                video: np.ndarray | None = None) -> dict:  # fmt: skip
     """What a run depends on; a resumed run must match it exactly."""
     digest = lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]  # noqa: E731
     return {
+        **({"video": digest(video)} if video is not None else {}),
         "model": models.source,
         "propdpm": digest(np.frombuffer(json.dumps(models.propdpm.config, sort_keys=True, default=str).encode(), np.uint8)),
         "depth": digest(depth.astype(np.float32)),
@@ -122,10 +125,15 @@ def fingerprint(models: PropagationModels, depth: np.ndarray, keyframe: np.ndarr
     }
 
 
-def check_inputs(depth: np.ndarray, keyframe: np.ndarray, keyframe_index: int, factor: int) -> None:
+def check_inputs(depth: np.ndarray, keyframe: np.ndarray, keyframe_index: int, factor: int, video: np.ndarray | None) -> None:
     if depth.ndim != 3:
         raise UsageError(f"depth must be (frames, height, width), got shape {depth.shape}")
     t = depth.shape[0]
+    if video is not None and (video.ndim != 4 or video.shape[0] != t or video.shape[1:3] != keyframe.shape[:2]):
+        raise UsageError(
+            f"video must be the source frames (T, H, W, 3) with T = {t} and the keyframe's size {keyframe.shape[:2]}, "
+            f"got shape {video.shape}"
+        )
     if not -t <= keyframe_index < t:
         raise UsageError(f"keyframe index {keyframe_index} is outside the clip (0..{t - 1}); pick a frame inside it")
     if keyframe.ndim != 3 or keyframe.shape[2] != 3 or keyframe.dtype != np.uint8:
@@ -147,6 +155,7 @@ def propagate_latents(
     resume: bool = False,
     progress: bool = True,
     callback: Callable[[int, int], None] | None = None,
+    video: np.ndarray | None = None,
 ) -> tuple[LatentStore, dict[int, int]]:
     """Run both chains; return the store and, for every frame but the keyframe, the step that holds its latent.
 
@@ -156,16 +165,22 @@ def propagate_latents(
         keyframe_index: k; negative counts from the end.
         callback: called as callback(frames_done, total) after every step (both chains); raising from it stops the
             run cleanly (finished steps stay saved for `resume`), which is how the web UI cancels.
+        video: (T, H, W, 3) uint8 source frames at the keyframe's size; needed by (and only read for) models built with
+            `use_warped_previous`, which also see the previous latent warped along the source's optical flow.
     """
     from .models.reference import vae_scale_factor
 
     # 1. Check inputs
     factor = vae_scale_factor(models.vae)
-    check_inputs(depth, keyframe, keyframe_index, factor)
+    warped = bool(models.propdpm.config.get("use_warped_previous", False))
+    if warped and video is None:
+        raise UsageError("this PropDPM conditions on optical flow (use_warped_previous): pass the source frames as `video`")
+    video = video if warped else None
+    check_inputs(depth, keyframe, keyframe_index, factor, video)
     num_frames = depth.shape[0]
     k = keyframe_index % num_frames
     device, dtype = models.device, models.dtype
-    store = LatentStore(work_dir, fingerprint(models, depth, keyframe, k, settings), resume)
+    store = LatentStore(work_dir, fingerprint(models, depth, keyframe, k, settings, video), resume)
     where = {t: abs(t - k) for t in range(num_frames) if t != k}
     num_steps = max(k, num_frames - 1 - k)
     done = store.completed_steps()
@@ -205,11 +220,16 @@ def propagate_latents(
             chains = [d for d in (+1, -1) if 0 <= k + d * step < num_frames]
             targets = [k + d * step for d in chains]  # frame indices rendered in this step
             prev_idx = [k + d * (step - 1) for d in chains]
+            flow = None
+            if video is not None:  # the source's motion from each target back to its previous frame, in pixels
+                flow = torch.stack([torch.from_numpy(optical_flow(video[t], video[p])) for t, p in zip(targets, prev_idx)])
+                flow = flow.permute(0, 3, 1, 2).to(device, dtype)  # (B, 2, H, W)
             cond = assemble_conditioning(
                 target_depth=depth_grid[targets],
                 previous_latent=torch.stack([previous[d] for d in chains]),
                 previous_depth=depth_grid[prev_idx],
                 reference_tokens=reference,
+                previous_flow=flow,
             )
             noise = torch.stack([
                 torch.randn(key_latent.shape[1:], generator=frame_generator(settings.seed, t)) for t in targets
@@ -288,9 +308,11 @@ def propagate(
     progress: bool = True,
     batch_size: int = 8,
     callback: Callable[[int, int], None] | None = None,
+    video: np.ndarray | None = None,
 ) -> np.ndarray:
     """Propagate and return all frames (T, H, W, 3) uint8. For long clips, stream with propagate_latents + decode_frames."""
     store, where = propagate_latents(
-        models, depth, keyframe, keyframe_index, settings, work_dir=work_dir, resume=resume, progress=progress, callback=callback
-    )
+        models, depth, keyframe, keyframe_index, settings, work_dir=work_dir, resume=resume, progress=progress,
+        callback=callback, video=video,
+    )  # fmt: skip
     return np.stack(list(decode_frames(models, store, where, keyframe, keyframe_index, batch_size=batch_size)))

@@ -6,6 +6,10 @@ A latent-diffusion UNet initialised from SD 1.5 renders frame k from
   * semantic conditions, read by cross-attention: the appearance adaptor's fusion of the edited keyframe's CLIP tokens
     and VAE latent.
 `assemble_conditioning` is the one place where these inputs are put together: training and inference both call it.
+
+Beyond the paper, `use_warped_previous=True` adds 4 more input channels: the previous edited latent warped along the
+source's optical flow to the target frame (as FlowVid conditions on flow-warped frames). The paper's model has none,
+and that stays the default; the option exists because the paper's conditioning must infer motion from depth alone.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ REFERENCE_MODES = ("clip+vae", "clip")
 class PropConditioning:
     """Everything PropDPM reads besides the noisy latent and the timestep."""
 
-    spatial: torch.Tensor  # (B, 6, h, w): target depth, previous latent, previous depth
+    spatial: torch.Tensor  # (B, 6 or 10, h, w): target depth, previous latent, previous depth [, warped previous latent]
     reference_tokens: torch.Tensor  # (B or 1, 1 + h/2 * w/2, C): adaptor output, shared by every frame of a clip
 
 
@@ -44,12 +48,33 @@ def depth_to_latent_grid(depth: torch.Tensor, size: tuple[int, int]) -> torch.Te
     return depth * 2 - 1  # same range as the latents' typical values, as SD's ControlNet conditioning is centred
 
 
+def warp_latent(latent: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Backward-warp a latent (B, C, h, w) with a pixel-space flow (B, 2, H, W) from the target to the latent's frame.
+
+    flow[:, 0] = dx, flow[:, 1] = dy in pixels (OpenCV's convention, `magicprop.flow.optical_flow(target, previous)`):
+    target[y, x] ~ previous[y + dy, x + dx]. The flow is area-averaged onto the latent grid and scaled to latent cells;
+    samples outside the frame repeat the border (the UNet also sees the unwarped latent, so it can fix them).
+    """
+    b, _, h, w = latent.shape
+    H, W = flow.shape[-2:]
+    flow = F.interpolate(flow.to(latent.dtype), size=(h, w), mode="area" if W >= w else "bilinear")
+    scale = torch.tensor([w / W, h / H], dtype=latent.dtype, device=latent.device)[None, :, None, None]
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=latent.dtype, device=latent.device), torch.arange(w, dtype=latent.dtype, device=latent.device), indexing="ij"
+    )
+    pos = torch.stack([xs, ys])[None] + flow * scale  # (B, 2, h, w): where each target cell comes from, in latent cells
+    size = torch.tensor([w, h], dtype=latent.dtype, device=latent.device)[None, :, None, None]
+    grid = (2 * (pos + 0.5) / size - 1).permute(0, 2, 3, 1)  # grid_sample's [-1, 1] with align_corners=False
+    return F.grid_sample(latent, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def assemble_conditioning(
     target_depth: torch.Tensor,
     previous_latent: torch.Tensor,
     previous_depth: torch.Tensor,
     reference_tokens: torch.Tensor,
     *,
+    previous_flow: torch.Tensor | None = None,
     drop_previous: torch.Tensor | None = None,
 ) -> PropConditioning:
     """Put PropDPM's conditions together; training and inference both call this.
@@ -59,6 +84,9 @@ def assemble_conditioning(
         previous_latent: (B, 4, h, w) scaled VAE latent of the previous *edited* frame.
         previous_depth: depth of the previous frame, like target_depth.
         reference_tokens: adaptor output (see `PropDPM.encode_reference`).
+        previous_flow: (B, 2, H, W) optical flow of the *source* clip from the target frame to the previous one, in
+            pixels; given only to models built with `use_warped_previous=True`, which then also read the previous latent
+            warped along it (`warp_latent`).
         drop_previous: (B,) bool; True replaces the previous frame (latent and depth) with zeros, as training does so
             that the first frame of a chain can be generated from the reference alone.
     """
@@ -68,7 +96,10 @@ def assemble_conditioning(
     if drop_previous is not None:
         keep = (~drop_previous).to(previous_latent.dtype)[:, None, None, None]
         previous_latent, prev_depth = previous_latent * keep, prev_depth * keep
-    spatial = torch.cat([target, previous_latent, prev_depth], dim=1)  # (B, 6, h, w)
+    parts = [target, previous_latent, prev_depth]
+    if previous_flow is not None:
+        parts.append(warp_latent(previous_latent, previous_flow))  # a dropped previous warps to zeros too
+    spatial = torch.cat(parts, dim=1)  # (B, 6 [+4], h, w)
     return PropConditioning(spatial=spatial, reference_tokens=reference_tokens)
 
 
@@ -92,6 +123,7 @@ class PropDPM(ModelMixin, ConfigMixin):
         cross_attention_dim: int = 768,  # = CLIP's projected token width, so the adaptor needs no projection
         norm_num_groups: int = 32,
         reference_mode: str = "clip+vae",  # "clip" is the CLIP-only ablation of the adaptor
+        use_warped_previous: bool = False,  # 4 more input channels: the previous latent warped along the source's flow
     ):
         super().__init__()
         if reference_mode not in REFERENCE_MODES:
@@ -113,7 +145,8 @@ class PropDPM(ModelMixin, ConfigMixin):
     @property
     def num_input_channels(self) -> int:
         c = self.config.latent_channels
-        return c + 1 + c + 1  # noisy latent, target depth, previous latent, previous depth
+        # noisy latent, target depth, previous latent, previous depth [, warped previous latent]
+        return c + 1 + c + 1 + (c if self.config.use_warped_previous else 0)
 
     @classmethod
     def from_config_name(cls, name: str, **overrides) -> "PropDPM":
@@ -156,7 +189,7 @@ class PropDPM(ModelMixin, ConfigMixin):
                 logger.warning("PropDPM.from_stable_diffusion: skipped %s (not in PropDPM)", key)
                 continue
             if key == "conv_in.weight":
-                grown = torch.zeros_like(target[key])  # (320, 10, 3, 3): zeros for the 6 new channels
+                grown = torch.zeros_like(target[key])  # (320, 10 [+4], 3, 3): zeros for the new channels
                 grown[:, : value.shape[1]] = value
                 value = grown
             if target[key].shape != value.shape:
@@ -187,7 +220,12 @@ class PropDPM(ModelMixin, ConfigMixin):
         self, sample: torch.Tensor, timestep: torch.Tensor | int, conditioning: PropConditioning
     ) -> torch.Tensor:
         """sample (B, 4, h, w) noisy latent -> (B, 4, h, w) prediction (v for our schedulers)."""
-        x = torch.cat([sample, conditioning.spatial.to(sample.dtype)], dim=1)  # (B, 10, h, w)
+        x = torch.cat([sample, conditioning.spatial.to(sample.dtype)], dim=1)  # (B, 10 [+4], h, w)
+        if x.shape[1] != self.num_input_channels:
+            from ..errors import UsageError
+
+            wants = "needs the source's optical flow (previous_flow)" if self.config.use_warped_previous else "takes no flow"
+            raise UsageError(f"PropDPM got {x.shape[1]} input channels, expects {self.num_input_channels}: this model {wants}")
         tokens = conditioning.reference_tokens.to(sample.dtype)
         if tokens.shape[0] != x.shape[0]:
             tokens = tokens.expand(x.shape[0], -1, -1)  # one reference for every chain of a clip

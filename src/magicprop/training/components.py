@@ -69,7 +69,7 @@ def load_components(recipe: TrainRecipe) -> Components:
 
     from ..models.bundle import PropagationModels
 
-    overrides = {"reference_mode": recipe.reference_mode}
+    overrides = {"reference_mode": recipe.reference_mode, "use_warped_previous": recipe.use_warped_previous}
     references: dict[str, dict[str, str]] = {}
     kind = pretrained_kind(recipe.pretrained) if recipe.pretrained else "scratch"
     vae = image_encoder = None
@@ -80,11 +80,12 @@ def load_components(recipe: TrainRecipe) -> Components:
         models = PropagationModels.from_pretrained(recipe.pretrained)
         propdpm, vae, image_encoder = models.propdpm, models.vae, models.image_encoder
         references = dict(models.card.get("components", {}))
-        if propdpm.config.reference_mode != recipe.reference_mode:
-            raise UsageError(
-                f"--pretrained {recipe.pretrained} has reference_mode {propdpm.config.reference_mode!r}, "
-                f"the recipe {recipe.reference_mode!r}"
-            )
+        for field, value in overrides.items():
+            if propdpm.config.get(field, False) != value:
+                raise UsageError(
+                    f"--pretrained {recipe.pretrained} has {field} {propdpm.config.get(field, False)!r}, the recipe {value!r}; "
+                    "set the same in the recipe"
+                )
     elif kind in ("sd", "hub"):
         unet = load_component(
             UNet2DConditionModel, recipe.pretrained, subfolder="unet", what="Stable Diffusion UNet", flag="--pretrained"

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import MagicPropError, UsageError
+from ..flow import optical_flow
 from ..motion import estimate_clip_depth, load_depth, resize_depth
 from ..video import read_video
 from .sources import ClipSource
@@ -190,8 +191,10 @@ class RawTripletDataset(TripletIndex):
     """
 
     def __init__(self, clips: list[ClipSource], sampling: FrameSampling, seed: int, depth_model: str | None = None,
-                 missing: list[str] | None = None, depth_device: str = "cpu", clip_cache: int = 0):  # fmt: skip
+                 missing: list[str] | None = None, depth_device: str = "cpu", clip_cache: int = 0,
+                 with_flow: bool = False):  # fmt: skip
         super().__init__(len(clips), seed, missing)
+        self.with_flow = with_flow  # add the optical flow target -> previous (for use_warped_previous models)
         self.clips, self.sampling = clips, sampling
         self.depth_model, self.depth_device = depth_model, depth_device
         self.clip_cache = clip_cache  # decoded clips kept in memory (per worker); helps small datasets, 0 for benchmarks
@@ -238,12 +241,15 @@ class RawTripletDataset(TripletIndex):
     def num_frames(payload) -> int:
         return len(payload[0])
 
-    @staticmethod
-    def make_sample(payload, triplet) -> dict:
+    def make_sample(self, payload, triplet) -> dict:
         frames, depth = payload
         ref, prev, target = triplet
         image = lambda t: torch.from_numpy(np.ascontiguousarray(frames[t])).permute(2, 0, 1).float() / 255  # noqa: E731
+        extra = {}
+        if self.with_flow:  # computed on the clip being read: an edited synth clip moves exactly like its source
+            extra["previous_flow"] = torch.from_numpy(optical_flow(frames[target], frames[prev])).permute(2, 0, 1)  # (2, R, R)
         return {
+            **extra,
             "reference": image(ref),  # (3, R, R)
             "previous": image(prev),
             "target": image(target),

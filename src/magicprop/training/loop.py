@@ -54,9 +54,10 @@ class PropDPMTraining(nn.Module):
         self.propdpm = propdpm
 
     def forward(self, noisy, timesteps, target_depth, previous_latent, previous_depth, clip_tokens, reference_latent,
-                drop_reference, drop_previous):  # fmt: skip
+                drop_reference, drop_previous, previous_flow=None):  # fmt: skip
         reference = self.propdpm.encode_reference(clip_tokens, reference_latent, drop=drop_reference)  # (B, 1 + hw/4, C)
-        cond = assemble_conditioning(target_depth, previous_latent, previous_depth, reference, drop_previous=drop_previous)
+        cond = assemble_conditioning(target_depth, previous_latent, previous_depth, reference,
+                                     previous_flow=previous_flow, drop_previous=drop_previous)  # fmt: skip
         return self.propdpm(noisy, timesteps, cond)  # (B, 4, h, w): predicted v
 
 
@@ -68,6 +69,7 @@ class EncodedBatch:
     clip_tokens: torch.Tensor  # (B, 1 + g, C) of the reference
     target_depth: torch.Tensor  # (B, 1, H, W) in [0, 1], any size
     previous_depth: torch.Tensor
+    previous_flow: torch.Tensor | None = None  # (B, 2, H, W) target -> previous, pixels (use_warped_previous only)
 
 
 def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
@@ -89,7 +91,8 @@ def encode_batch(batch: dict, vae, image_encoder, device, generator: torch.Gener
     target = vae_encode(vae, to("target"), generator=generator, sample=True).float()  # (B, 4, h, w)
     previous, reference = vae_encode(vae, torch.cat([to("previous"), to("reference")])).float().chunk(2)
     tokens = clip_image_tokens(image_encoder, to("reference")).float()  # (B, 1 + g, C)
-    return EncodedBatch(target, previous, reference, tokens, to("target_depth"), to("previous_depth"))
+    flow = to("previous_flow") if "previous_flow" in batch else None
+    return EncodedBatch(target, previous, reference, tokens, to("target_depth"), to("previous_depth"), flow)
 
 
 def diffusion_loss(model: nn.Module, noise_scheduler, enc: EncodedBatch, recipe: TrainRecipe, generator) -> torch.Tensor:
@@ -102,19 +105,22 @@ def diffusion_loss(model: nn.Module, noise_scheduler, enc: EncodedBatch, recipe:
     noisy = noise_scheduler.add_noise(enc.target_latent, noise, timesteps)
     target_v = noise_scheduler.get_velocity(enc.target_latent, noise, timesteps)  # alpha_t * eps - sigma_t * x0
     pred = model(noisy, timesteps, enc.target_depth, enc.previous_latent, enc.previous_depth, enc.clip_tokens,
-                 enc.reference_latent, drop_reference, drop_previous)  # fmt: skip
+                 enc.reference_latent, drop_reference, drop_previous, enc.previous_flow)  # fmt: skip
     return F.mse_loss(pred.float(), target_v.float())
 
 
 def build_dataset(data: str, recipe: TrainRecipe, depth_device: str):
     """The raw-clip or cached triplet dataset for `--data`, checked to hold at least one usable clip."""
     if is_cache(data):
+        if recipe.use_warped_previous:
+            raise UsageError("use_warped_previous needs optical flow, which a precompute cache does not hold; train on the clips")
         dataset = CachedTripletDataset(data, recipe.seed)
         dataset.check_recipe(recipe)
     else:
         found = discover_clips(data, synthetic_edited=recipe.synthetic_edited)
         dataset = RawTripletDataset(found.clips, FrameSampling.from_recipe(recipe), recipe.seed, recipe.depth_model,
-                                    found.missing, depth_device, clip_cache=recipe.clip_cache)  # fmt: skip
+                                    found.missing, depth_device, clip_cache=recipe.clip_cache,
+                                    with_flow=recipe.use_warped_previous)  # fmt: skip
     first = dataset.check_usable()
     if isinstance(dataset, RawTripletDataset) and first is not None and not dataset.clips[first].synthetic:
         dataset.load_depth_model()  # now, in the main process: a missing model fails at once, with one line

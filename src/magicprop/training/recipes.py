@@ -31,6 +31,7 @@ class TrainRecipe:
     depth_model: str = DEFAULT_IDS["depth"]  # run on raw clips only; synthetic clips bring their exact depth.npz
     reference_mode: str = "clip+vae"  # "clip" is the paper's ablation: the adaptor sees no VAE latent of the reference
     zero_snr: bool = True  # False trains on SD's original schedule (terminal SNR > 0), for the ablation of section 3.3.2
+    use_warped_previous: bool = False  # beyond the paper: also condition on the previous latent warped along the flow
 
     # --- data (paper, 3.3.3)
     resolution: int = 256  # frames are centre-cropped to squares and resized to resolution x resolution
