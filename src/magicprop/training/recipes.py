@@ -2,7 +2,7 @@
 
 `sd15-256` is the paper's setting (section 3.3.3): PropDPM initialised from Stable Diffusion 1.5, frames centre-cropped to
 256x256, at most 30 frames per clip with a stride of 4, zero-terminal-SNR v-prediction. `tiny-synthetic` trains the tiny
-PropDPM from scratch at 64x64 on synthetic clips, on a CPU (about 24 triplets/s on one core). An override file is a flat
+PropDPM from scratch at 64x64 on synthetic clips, on a CPU (about 32 triplets/s on 2 cores). An override file is a flat
 JSON/YAML mapping of field -> value (`{"lr": 5e-5, "max_steps": 2000}`): what you see in it is what changes, nothing is
 built by name.
 """
@@ -103,8 +103,8 @@ RECIPES: dict[str, TrainRecipe] = {
     # parameters hold ~14 GB of fp32 weights, gradients and AdamW state, +3.5 GB for EMA, + activations; so a 40-80 GB GPU,
     # or on 24 GB use_ema=false and gradient_checkpointing=true.
     "sd15-256": TrainRecipe(),
-    # From scratch at 64x64 with the tiny VAE/CLIP (factor 4 -> 16x16 latents). Measured on one CPU thread: 0.67 s per step
-    # of 16 triplets, so the 3000 steps take about 35 minutes.
+    # From scratch at 64x64 with the tiny VAE/CLIP (factor 4 -> 16x16 latents). Measured on 2 CPU cores: about 2 steps of
+    # 16 triplets per second, so 3000 steps take about 25 minutes.
     "tiny-synthetic": TrainRecipe(
         model_config="tiny",
         pretrained=None,
