@@ -16,7 +16,7 @@ def test_demo_writes_every_output_and_key(tmp_path):
     settings = DemoSettings(frames=6, size=(32, 32), num_inference_steps=2, keyframe_index=2)
     summary = run_demo(tmp_path / "out", settings, model=str(model), progress=False)
     out = tmp_path / "out"
-    for name in ("source.mp4", "ground_truth.mp4", "edited.mp4", "comparison.mp4", "drift.png", "metrics.json"):
+    for name in ("source.mp4", "ground_truth.mp4", "edited.mp4", "comparison.mp4", "comparison.png", "drift.png", "metrics.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
     for method in ("propdpm", "flow", "copy"):
@@ -29,6 +29,10 @@ def test_demo_writes_every_output_and_key(tmp_path):
 
     info = probe(out / "comparison.mp4")
     assert info.frames == 6 and info.width > 5 * 32 - 1
+    from magicprop.video import load_image
+
+    sheet = load_image(out / "comparison.png")  # frames 3, 4, 5 (keyframe 2, the far end is 5), shown at 2x
+    assert sheet.shape[1] == 2 * info.width and sheet.shape[0] == 3 * 2 * info.height
 
 
 def test_score_excludes_the_keyframe_and_ranks_a_perfect_method_first():

@@ -89,6 +89,15 @@ def plot_drift(metrics: dict, path: Path, keyframe_index: int, title: str) -> No
     plt.close(fig)
 
 
+def contact_sheet(comparison: np.ndarray, keyframe_index: int, rows: int = 4) -> np.ndarray:
+    """Frames of the comparison video stacked top to bottom, evenly spaced from the keyframe to the farthest frame: the
+    result at a glance, drift included (shown at 2x, nearest-neighbour, so that 64x64 frames are readable)."""
+    last = 0 if keyframe_index > (len(comparison) - 1) / 2 else len(comparison) - 1
+    picks = np.unique(np.linspace(keyframe_index, last, rows + 1).round().astype(int)[1:])
+    sheet = np.concatenate([comparison[t] for t in picks], axis=0)
+    return sheet.repeat(2, axis=0).repeat(2, axis=1)
+
+
 def format_table(metrics: dict) -> str:
     lines = [f"{'method':<10} {'PSNR (dB)':>10} {'SSIM':>8} {'warp err':>9}"]
     for name, m in metrics.items():
@@ -99,7 +108,7 @@ def format_table(metrics: dict) -> str:
 def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, model: str | None = None, progress: bool = True) -> dict:
     from .models.bundle import PropagationModels
     from .synthetic import render_clip
-    from .video import side_by_side, write_video
+    from .video import save_image, side_by_side, write_video
 
     t0 = time.time()
     out = ensure_writable_dir(out_dir)
@@ -117,7 +126,9 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, mo
     write_video(out / "ground_truth.mp4", clip.edited, settings.fps)
     write_video(out / "edited.mp4", outputs["propdpm"], settings.fps)
     panels = [clip.source, clip.edited] + [outputs[m] for m in METHODS]
-    write_video(out / "comparison.mp4", side_by_side(panels, ["source", "truth", *METHODS]), settings.fps)
+    comparison = side_by_side(panels, ["source", "truth", *METHODS])
+    write_video(out / "comparison.mp4", comparison, settings.fps)
+    save_image(out / "comparison.png", contact_sheet(comparison, k))
     plot_drift(metrics, out / "drift.png", k, f"{settings.frames} frames, {settings.edit} edit, keyframe {k}")
     summary = {
         **{name: {key: v for key, v in m.items()} for name, m in metrics.items()},

@@ -1,7 +1,7 @@
 """Run the whole method on a synthetic clip with ground truth, offline on CPU, in about a minute.
 
 Writes source.mp4, ground_truth.mp4, edited.mp4 (the tiny PropDPM's result), comparison.mp4 (source | truth | propdpm |
-flow | copy), drift.png (PSNR against frame index for each method) and metrics.json, and prints a table.
+flow | copy) and comparison.png (a few of its frames), drift.png (PSNR against frame index for each method) and metrics.json, and prints a table.
 
 Example:
   magicprop demo --out outputs/demo
@@ -43,5 +43,5 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     summary = run_demo(args.out, settings, model=args.model)
     print(format_table({m: summary[m] for m in ("propdpm", "flow", "copy")}))
-    print(f"wrote {args.out}/: source.mp4 ground_truth.mp4 edited.mp4 comparison.mp4 drift.png metrics.json ({summary['seconds']} s)")
+    print(f"wrote {args.out}/: source.mp4 ground_truth.mp4 edited.mp4 comparison.mp4/.png drift.png metrics.json ({summary['seconds']} s)")
     return 0
