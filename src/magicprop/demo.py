@@ -76,7 +76,10 @@ def plot_drift(metrics: dict, path: Path, keyframe_index: int, title: str) -> No
 
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
     for name, m in metrics.items():
-        ax.plot(m["per_frame"]["psnr"], marker="o", ms=3, label=f"{name} ({m['psnr']:.2f} dB)")
+        # The keyframe is given (PSNR capped at 100 dB): leave it out, or it flattens every other point.
+        curve = np.array(m["per_frame"]["psnr"], dtype=float)
+        curve[keyframe_index] = np.nan
+        ax.plot(curve, marker="o", ms=3, label=f"{name} ({m['psnr']:.2f} dB)")
     ax.axvline(keyframe_index, color="grey", ls=":", lw=1)
     ax.set_xlabel("frame index")
     ax.set_ylabel("PSNR vs ground truth (dB)")
