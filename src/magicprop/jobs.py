@@ -48,6 +48,7 @@ class EditJob:
     mask_points: list[list[float]] | None = None  # [[x, y], ...] clicks on the keyframe -> its mask, with SAM
     keyframe_index: int | str = "auto"
     keyframe_image: str | None = None  # a keyframe edited in another tool (instead of a prompt)
+    keyframes: str | None = None  # a folder of several edited keyframes, each named by its frame index (0.png, 31.png)
     seed: int | None = None  # None draws one; OUT.json records it
     steps: int = 30  # stage I sampling steps
     guidance_scale: float = 7.5
@@ -110,7 +111,7 @@ def _type_name(hint: Any) -> str:
 
 # Settings that describe a result (written to OUT.json and read back by --config); the rest name files or the run.
 RUN_ONLY = ("video", "output", "resume")
-PATH_SETTINGS = ("mask", "masks", "keyframe_image", "depth")
+PATH_SETTINGS = ("mask", "masks", "keyframe_image", "keyframes", "depth")
 MODEL_SETTINGS = ("model", "base_model", "controlnet", "depth_model", "sam_model")
 
 
@@ -205,7 +206,10 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
     require_file(job.video, "video")
     if job.propagator not in PROPAGATORS:
         raise UsageError(f"unknown propagator {job.propagator!r}; choose one of {', '.join(PROPAGATORS)}")
-    check_call_inputs(job.prompt, job.keyframe_image, job.mask or job.masks, job.mask_points, job.strength)
+    if job.keyframes and (job.keyframe_image or job.prompt):
+        raise UsageError("give either --keyframes DIR (several edited keyframes) or one --keyframe-image / --prompt, not both")
+    keyframe_paths = keyframe_files(job.keyframes) if job.keyframes else None
+    check_call_inputs(job.prompt, keyframe_paths or job.keyframe_image, job.mask or job.masks, job.mask_points, job.strength)
     if job.mask and job.masks:
         raise UsageError("give either --mask (the keyframe's) or --masks (one per frame), not both")
     for what, path in (("mask", job.mask), ("keyframe image", job.keyframe_image), ("depth file", job.depth)):
@@ -214,7 +218,7 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
     if job.masks and not Path(job.masks).is_dir():
         raise UsageError(f"--masks must be a folder of numbered mask images, got {job.masks}")
     outputs = Outputs.of(job.output)
-    inputs = [p for p in (job.video, job.mask, job.keyframe_image, job.depth, job.masks) if p]
+    inputs = [p for p in (job.video, job.mask, job.keyframe_image, job.depth, job.masks, *(keyframe_paths or {}).values()) if p]
     for path in (outputs.video, outputs.keyframe, outputs.comparison, outputs.json):
         check_output_path(path, *inputs)
     seed = job.seed if job.seed is not None else int(np.random.SeedSequence().generate_state(1)[0] >> 1)
@@ -232,10 +236,14 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
     elif job.masks:
         mask = np.stack([load_mask(p, size) for p in mask_files(job.masks, len(source))])
 
+    for index, path in (keyframe_paths or {}).items():
+        if not -len(source) <= index < len(source):
+            raise UsageError(f"{path} names frame {index} but the clip has {len(source)} frames (0..{len(source) - 1}); rename it to a frame inside the clip")
+
     # 4. Edit and propagate
     out = pipe(
         source, prompt=job.prompt, negative_prompt=job.negative_prompt, mask=mask, keyframe_index=job.keyframe_index,
-        keyframe_image=job.keyframe_image, num_inference_steps=job.steps, guidance_scale=job.guidance_scale,
+        keyframe_image=keyframe_paths or job.keyframe_image, num_inference_steps=job.steps, guidance_scale=job.guidance_scale,
         strength=job.strength, propagation_steps=job.propagation_steps, propagation_guidance_scale=job.propagation_guidance_scale,
         generator=torch.Generator().manual_seed(seed), depth=job.depth, max_pixels=job.max_pixels, work_dir=outputs.work,
         resume=job.resume, mask_points=[tuple(p) for p in job.mask_points] if job.mask_points else None, feather=job.feather,
@@ -254,6 +262,7 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
         "video": str(Path(job.video).resolve()),
         "output": str(outputs.video.resolve()),
         "settings": settings,
+        "keyframe_indices": sorted(i % len(source) for i in keyframe_paths) if keyframe_paths else [out.keyframe_index],
         "models": {k: str(Path(v).resolve()) if v and Path(v).exists() else v for k, v in pipe.model_ids.items() if _used(k, job)},
         "source": {"frames": len(source), "height": int(size[0]), "width": int(size[1]), "fps": fps},
         "working_size": list(pipe.working_size(*size, job.max_pixels)),
@@ -263,6 +272,27 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
     atomic_write_json(outputs.json, record)
     shutil.rmtree(outputs.work, ignore_errors=True)
     return record
+
+
+def keyframe_files(folder: str | Path) -> dict[int, Path]:
+    """Several edited keyframes: the folder's .png/.jpg images, each named by the frame it replaces (the last number in
+    its name: 12.png, frame_0012.jpg; negative counts from the end: -1.png)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"--keyframes must be a folder of edited keyframes named by frame index (0.png, 31.png), got {folder}")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg") and not p.name.startswith("."))
+    if not files:
+        raise UsageError(f"{folder} holds no .png/.jpg keyframes; name each edited keyframe by its frame index, e.g. 0.png")
+    found: dict[int, Path] = {}
+    for path in files:
+        numbers = re.findall(r"(?:^-)?\d+", path.stem)  # "bear-12" is frame 12; "-1" alone counts from the end
+        if not numbers:
+            raise UsageError(f"keyframe {path} has no frame index in its name; rename it to the frame it replaces, e.g. 12.png")
+        index = int(numbers[-1])
+        if index in found:
+            raise UsageError(f"keyframes {found[index].name} and {path.name} both name frame {index}; keep one")
+        found[index] = path
+    return found
 
 
 def mask_files(folder: str | Path, num_frames: int) -> list[Path]:

@@ -19,7 +19,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -197,7 +197,7 @@ class MagicPropPipeline:
         negative_prompt: str | None = None,
         mask: np.ndarray | None = None,
         keyframe_index: int | str = "auto",
-        keyframe_image: str | os.PathLike | np.ndarray | None = None,
+        keyframe_image: str | os.PathLike | np.ndarray | Mapping[int, str | os.PathLike | np.ndarray] | None = None,
         num_inference_steps: int = 30,
         guidance_scale: float = 7.5,
         strength: float | None = None,
@@ -221,6 +221,9 @@ class MagicPropPipeline:
             frame over the source outside its mask, with a `feather`-pixel soft edge (default 1% of the longer side).
         mask_points: (x, y) clicks on the keyframe (source pixels): the keyframe mask from Segment Anything.
         keyframe_index: int (negative from the end) or "auto" (see `editing.choose_keyframe`).
+        keyframe_image: a keyframe edited elsewhere (stage I is skipped); or several, {frame index: image}, each kept
+            exactly and propagated to its neighbours, crossfaded between them (`propagation.blend_keyframes`);
+            `keyframe_index` is then unused and `output.keyframe` is the first of them.
         strength: None = paint the keyframe from noise; in (0, 1] = start from the frame (img2img / inpaint).
         generator: seeds stage I; its initial seed also seeds stage II. None draws a seed from torch's global RNG.
         depth: (T, h, w) in [0, 1] (1 = near) or a .npz from `magicprop depth`; None = estimate it.
@@ -243,13 +246,19 @@ class MagicPropPipeline:
 
         # 2. Load what this call needs, before any decoding
         self.prepare(prompt=prompt, depth=depth, mask_points=mask_points)
-        user_image = load_image(keyframe_image) if isinstance(keyframe_image, (str, os.PathLike)) else keyframe_image
+        several = isinstance(keyframe_image, Mapping)
+        if several and (mask_points or (mask is not None and np.ndim(mask) == 2)):
+            raise UsageError("a keyframe mask or mask points select a region of one keyframe; with several keyframes give per-frame masks (--masks)")
+        user_images = {i: _load_keyframe(img) for i, img in keyframe_image.items()} if several else None
+        user_image = None if several else _load_keyframe(keyframe_image)
 
         # 3. Read the clip; masks and working size
         frames, fps = read_video(video) if isinstance(video, (str, os.PathLike)) else (_check_video(video), None)
         num_frames, height, width = frames.shape[:3]
         key_mask, frame_masks = split_masks(mask, num_frames, (height, width))
-        k = choose_keyframe(num_frames, frame_masks, keyframe_index)
+        if several:
+            user_images = _resolve_keyframes(user_images, num_frames)
+        k = next(iter(user_images)) if several else choose_keyframe(num_frames, frame_masks, keyframe_index)
         if frame_masks is not None:
             key_mask = frame_masks[k]
         if mask_points:
@@ -269,8 +278,11 @@ class MagicPropPipeline:
                          feather=None if feather is None else round(feather * w / width))  # fmt: skip
         stamp = {**edit_args, "mask": _digest(key_mask), "seed": seed, "keyframe_index": k, "size": [h, w], "frame": _digest(work[k]),
                  "models": [self.model_ids["base_model"], self.model_ids["controlnet"]], "user_image": _digest(user_image)}  # fmt: skip
-        keyframe = _cached_keyframe(work_dir, stamp, resume)
-        if keyframe is None:
+        keyframe = _cached_keyframe(work_dir, stamp, resume) if not several else None
+        fitted = {} if not several else {i: UserKeyframe(img).edit_keyframe(work[i]) for i, img in user_images.items()}
+        if several:
+            keyframe = fitted[k]
+        elif keyframe is None:
             editor = self.editor if prompt else UserKeyframe(user_image)
             key_depth = None if depth_map is None else depth_map[k if len(depth_map) > 1 else 0]
             generator = generator if generator is not None else torch.Generator().manual_seed(seed)
@@ -279,7 +291,7 @@ class MagicPropPipeline:
 
         # 6. Stage II: propagate the keyframe to every other frame, at the working size
         edited = self._propagate(
-            work, depth_map, keyframe, k, propagation_steps, propagation_guidance_scale, seed, work_dir, resume, callback
+            work, depth_map, fitted or {k: keyframe}, propagation_steps, propagation_guidance_scale, seed, work_dir, resume, callback
         )
 
         # 7. Back to the source's size; with per-frame masks, the source outside them
@@ -314,30 +326,44 @@ class MagicPropPipeline:
         with _on_device(estimator.model, self.device, self.cpu_offload):
             return estimate_clip_depth(clip, estimator, cache_dir=cache, size=(h, w))
 
-    def _propagate(self, work, depth, keyframe, k, steps, guidance, seed, work_dir: Path | None, resume: bool, callback=None):
-        """Yield the edited frames at the working size, in order."""
+    def _propagate(self, work, depth, keyframes: dict[int, np.ndarray], steps, guidance, seed, work_dir: Path | None, resume: bool, callback=None):
+        """Yield the edited frames at the working size, in order, from one keyframe or several ({index: keyframe})."""
+        from .propagation import blend_keyframes
+
         if self.propagator == "copy":
             from .baselines import propagate_copy
 
-            yield from propagate_copy(work, keyframe, k)
-            return
-        if self.propagator == "flow":
+            render = lambda k, start, stop: propagate_copy(work[start:stop], keyframes[k], k - start)  # noqa: E731
+        elif self.propagator == "flow":
             from .baselines import propagate_flow
 
-            yield from propagate_flow(work, keyframe, k)
-            return
-        from .propagation import PropagationSettings, decode_frames, propagate_latents
+            render = lambda k, start, stop: propagate_flow(work[start:stop], keyframes[k], k - start)  # noqa: E731
+        else:
+            render = self._propdpm_renderer(work, depth, keyframes, steps, guidance, seed, work_dir, resume, callback)
+        yield from blend_keyframes(render, list(keyframes), len(work))
+
+    def _propdpm_renderer(self, work, depth, keyframes, steps, guidance, seed, work_dir, resume, callback):
+        from .propagation import PropagationSettings, decode_frames, keyframe_spans, propagate_latents
 
         models = self.propagation_models
         settings = PropagationSettings(num_inference_steps=steps, guidance_scale=guidance, seed=seed)
-        sub = work_dir / "propagation" if work_dir is not None else None
-        with _on_device(models, self.device, self.cpu_offload):
-            # the keyframe counts as done, so every propagator reports (1..T, T)
-            report = None if callback is None else (lambda done, total: callback(done + 1, total + 1))
-            store, where = propagate_latents(
-                models, depth, keyframe, k, settings, work_dir=sub, resume=resume, callback=report, video=work
-            )
-            yield from decode_frames(models, store, where, keyframe, k)
+        # progress counts frames rendered, the keyframes as done: T for one keyframe, more where spans overlap
+        offsets, total = {}, len(keyframes)
+        for k, start, stop in keyframe_spans(list(keyframes), len(work)):
+            offsets[k], total = total, total + stop - start - 1
+
+        def render(k: int, start: int, stop: int):
+            # one keyframe keeps the single-keyframe work folder; several get a folder each, so each resumes alone
+            sub = None if work_dir is None else work_dir / "propagation" / ("" if len(keyframes) == 1 else f"keyframe-{k:05d}")
+            report = None if callback is None else (lambda done, _: callback(offsets[k] + done, total))
+            with _on_device(models, self.device, self.cpu_offload):
+                store, where = propagate_latents(
+                    models, depth[start:stop], keyframes[k], k - start, settings, work_dir=sub, resume=resume,
+                    callback=report, video=work[start:stop],
+                )  # fmt: skip
+                yield from decode_frames(models, store, where, keyframes[k], k - start)
+
+        return render
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -406,3 +432,22 @@ def _store_keyframe(work_dir: Path | None, stamp: dict, keyframe: np.ndarray) ->
     save_image(work_dir / "keyframe.png", keyframe)  # PNG is lossless: the resumed run reads back the same bytes
     atomic_write_json(work_dir / "keyframe.json", stamp)
 
+
+def _load_keyframe(image):
+    return load_image(image) if isinstance(image, (str, os.PathLike)) else image
+
+
+def _resolve_keyframes(images: Mapping, num_frames: int) -> dict[int, np.ndarray]:
+    """Several keyframes sorted by frame index (negative ones count from the end); out of range or repeated is an error."""
+    if not images:
+        raise UsageError("several keyframes were asked for but none was given; pass {frame index: image}")
+    resolved: dict[int, int] = {}
+    for i in images:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise UsageError(f"keyframe indices must be integers, got {i!r}")
+        if not -num_frames <= i < num_frames:
+            raise UsageError(f"keyframe index {i} is outside the clip (0..{num_frames - 1}); pick frames inside it")
+        if int(i) % num_frames in resolved:
+            raise UsageError(f"keyframes {resolved[int(i) % num_frames]} and {i} are the same frame; give each frame once")
+        resolved[int(i) % num_frames] = int(i)
+    return {t: images[resolved[t]] for t in sorted(resolved)}

@@ -58,6 +58,8 @@ def add_stage2_arguments(p: argparse.ArgumentParser, *, steps_flag: str = "--pro
     g = p.add_argument_group("stage II (propagation)")
     g.add_argument("--keyframe-index", type=keyframe_index, default=S, metavar="I|auto", help="frame to edit; negative counts from the end (default: auto)")
     g.add_argument("--keyframe-image", default=S, metavar="K.png", help="a keyframe you edited in any tool (fitted to the video's size)")
+    g.add_argument("--keyframes", default=S, metavar="DIR",
+                   help="several edited keyframes, each named by its frame index (0.png, 31.png): each kept exactly, crossfaded between")
     g.add_argument("--masks", default=S, metavar="DIR", help="per-frame masks (numbered images): the output keeps the source outside them")
     g.add_argument("--feather", type=int, default=S, metavar="PX", help="soft edge of --masks in pixels (default: 1%% of the longer side)")
     g.add_argument("--propagator", choices=PROPAGATORS, default=S, help=f"propdpm (the paper's model) or a weight-free baseline (default: {d.propagator})")
@@ -115,7 +117,7 @@ def report(record: dict, output: str) -> None:
     o, src = Outputs.of(output), record["source"]
     print(f"wrote {o.video} ({src['frames']} frames, {src['width']}x{src['height']}, {src['fps']:g} fps), {o.keyframe.name}, "
           f"{o.comparison.name}, {o.json.name} in {record['seconds']:g} s; seed {record['settings']['seed']}, "
-          f"keyframe {record['settings']['keyframe_index']}")  # fmt: skip
+          f"keyframe{'s' if len(record['keyframe_indices']) > 1 else ''} {', '.join(map(str, record['keyframe_indices']))}")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

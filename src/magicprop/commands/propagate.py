@@ -4,12 +4,14 @@ stage I, so Stable Diffusion is never loaded.
 Writes the same files as `magicprop edit`: OUT.mp4 (source size and frame rate), OUT.keyframe.png,
 OUT.comparison.mp4 and OUT.json (`--config OUT.json` runs it again). The keyframe image may have any size: it is
 resized to the video's (with a warning when that stretches it). Without --keyframe-index it is taken to be the middle
-frame's edit (or the largest-mask frame's, with --masks).
+frame's edit (or the largest-mask frame's, with --masks). With --keyframes DIR, several edited keyframes (each named by
+its frame index) are each propagated to their neighbours and crossfaded between them; every keyframe is kept exactly.
 
 Examples:
   magicprop propagate clip.mp4 --keyframe-image frame12_edited.png --keyframe-index 12 --seed 0 -o edited.mp4
   magicprop propagate clip.mp4 --keyframe-image edit.png --keyframe-index 0 --depth clip_depth.npz --model runs/sd15/final -o edited.mp4
   magicprop propagate clip.mp4 --keyframe-image edit.png --keyframe-index 0 --propagator flow -o flow.mp4
+  magicprop propagate long_clip.mp4 --keyframes edited_keys/ -o edited.mp4   # edited_keys/0.png, 40.png, 80.png
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     job = job_from_args(args)
     if job.prompt or job.mask or job.mask_points:
         raise UsageError("propagate takes no prompt or keyframe mask (its --config asks for a stage I edit); use `magicprop edit`")
-    if not job.keyframe_image:
-        raise UsageError("propagate needs --keyframe-image K.png (or use `magicprop edit --prompt ...`)")
+    if not job.keyframe_image and not job.keyframes:
+        raise UsageError("propagate needs --keyframe-image K.png or --keyframes DIR (or use `magicprop edit --prompt ...`)")
     report(run_job(job, command=NAME), job.output)
     return 0
