@@ -59,13 +59,13 @@ def _missing(t, ws):
 
 
 def _name_too_long(t, ws):
-    """ENAMETOOLONG: a keyframe is checked up front (usage error); `info` stats it first and falls in the CLI's OSError net."""
+    """ENAMETOOLONG: every path is checked up front (usage error, exit 2), the keyframe's as the video's."""
     return Setup(argv=_propagate(ws, ws.clip, t / "out.mp4", key=t / ("k" * 300 + ".png"), flow=True), says=("cannot be used", "too long"),
                  inputs=[ws.clip], output=t / "out.mp4")  # fmt: skip
 
 
 def _name_too_long_info(t, ws):
-    return Setup(argv=["info", t / ("x" * 300 + ".mp4")], code=1, says=("too long",))
+    return Setup(argv=["info", t / ("x" * 300 + ".mp4")], says=("cannot be used", "too long"))
 
 
 def _empty(t, ws):
@@ -530,7 +530,7 @@ def _api_huge_array(t, ws):
 CASES: list[Case] = [
     Case("missing_file", "input path that does not exist", _missing),
     Case("name_too_long", "keyframe file name of 300 characters (ENAMETOOLONG)", _name_too_long),
-    Case("name_too_long_info", "`magicprop info` on a 300-character name: the CLI's OSError net", _name_too_long_info),
+    Case("name_too_long_info", "`magicprop info` on a 300-character name", _name_too_long_info),
     Case("empty_file", "0-byte .mp4", _empty),
     Case("text_named_mp4", "a text file named .mp4", _text_mp4),
     Case("truncated_mp4", "mp4 cut at 60% (interrupted download): the frames that decode, with a warning", _truncated),

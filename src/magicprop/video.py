@@ -294,7 +294,7 @@ class VideoReader:
     """
 
     def __init__(self, path: PathLike, sampling: _Sampling, fps: float | None = None) -> None:
-        self.path = Path(path)
+        self.path = require_file(path, "video")
         self._sampling = sampling
         self._container: av.container.InputContainer | None = None
         self._images: list[Path] | None = None
@@ -397,7 +397,7 @@ def read_video(
 
 def probe(path: PathLike, *, fps: float | None = None) -> VideoInfo:
     """Frame count (by decoding every frame), fps, and upright width and height; `fps` is for image folders."""
-    path = Path(path)
+    path = require_file(path, "video")  # first: a name too long for the filesystem makes is_dir() raise
     if path.is_dir():
         files = _list_images(path)
         h, w = _image_size(files[0])
