@@ -199,46 +199,46 @@ def train(recipe: TrainRecipe, data: str, output_dir: str | Path, *, resume: str
     if step >= recipe.max_steps:
         logger.warning("the checkpoint is at step %d, max_steps is %d: nothing to train, exporting it", step, recipe.max_steps)
     show = progress and accelerator.is_main_process
-    bar = tqdm(total=recipe.max_steps, initial=step, desc="training", unit="step", disable=not show)
-    while step < recipe.max_steps:
-        lr = lr_scheduler.get_last_lr()[0]  # the rate this step uses
-        step_loss = 0.0
-        for micro in range(recipe.grad_accum):
-            batch = next(loader)
-            bad.update(batch["skipped"])
-            generator = step_generator(recipe.seed, step, micro, rank)
-            with accelerator.autocast():
-                enc = encode_batch(batch, parts.vae, parts.image_encoder, device, generator)
-            with accelerator.accumulate(model):  # DDP syncs gradients only on the last micro-batch
-                loss = diffusion_loss(model, noise_scheduler, enc, recipe, generator)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
-                optimizer.step()  # a no-op until the last micro-batch
-                optimizer.zero_grad(set_to_none=True)
-            step_loss += loss.item() / recipe.grad_accum
-        lr_scheduler.step()
-        if ema is not None:
-            ema.step(propdpm.parameters())
-        step += 1
-        window.append(step_loss)
-        bar.update(1)
+    # closed also when a step fails, so the error line starts on a line of its own
+    with tqdm(total=recipe.max_steps, initial=step, desc="training", unit="step", disable=not show) as bar:
+        while step < recipe.max_steps:
+            lr = lr_scheduler.get_last_lr()[0]  # the rate this step uses
+            step_loss = 0.0
+            for micro in range(recipe.grad_accum):
+                batch = next(loader)
+                bad.update(batch["skipped"])
+                generator = step_generator(recipe.seed, step, micro, rank)
+                with accelerator.autocast():
+                    enc = encode_batch(batch, parts.vae, parts.image_encoder, device, generator)
+                with accelerator.accumulate(model):  # DDP syncs gradients only on the last micro-batch
+                    loss = diffusion_loss(model, noise_scheduler, enc, recipe, generator)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
+                    optimizer.step()  # a no-op until the last micro-batch
+                    optimizer.zero_grad(set_to_none=True)
+                step_loss += loss.item() / recipe.grad_accum
+            lr_scheduler.step()
+            if ema is not None:
+                ema.step(propdpm.parameters())
+            step += 1
+            window.append(step_loss)
+            bar.update(1)
 
-        if step % recipe.log_every == 0 or step == recipe.max_steps:  # collective: every process reaches it together
-            loss_value = accelerator.reduce(torch.tensor(sum(window) / len(window), device=device), "mean").item()
-            bad = set().union(*gather_object([sorted(bad)]))
-            speed = len(window) * samples_per_step / (time.perf_counter() - window_start)
-            skipped = len(dataset.missing) + len(bad)
-            log.write({"step": step, "epoch": step * samples_per_step // dataset.num_clips, "loss": loss_value, "lr": lr,
-                       "samples_per_s": speed, "skipped_videos": skipped})  # fmt: skip
-            bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{speed:.1f}", skipped=skipped)
-            window, window_start = [], time.perf_counter()
-        if step % recipe.checkpoint_every == 0 or step == recipe.max_steps:
-            seen = step * samples_per_step
-            state = {"step": step, "epoch": seen // dataset.num_clips, "samples_seen": seen, "world_size": world,
-                     "batch_size": recipe.batch_size, "recipe": recipe.to_dict()}  # fmt: skip
-            save_checkpoint(accelerator, out, step, state, ema, keep=recipe.keep_checkpoints)
-    bar.close()
+            if step % recipe.log_every == 0 or step == recipe.max_steps:  # collective: every process reaches it together
+                loss_value = accelerator.reduce(torch.tensor(sum(window) / len(window), device=device), "mean").item()
+                bad = set().union(*gather_object([sorted(bad)]))
+                speed = len(window) * samples_per_step / (time.perf_counter() - window_start)
+                skipped = len(dataset.missing) + len(bad)
+                log.write({"step": step, "epoch": step * samples_per_step // dataset.num_clips, "loss": loss_value, "lr": lr,
+                           "samples_per_s": speed, "skipped_videos": skipped})  # fmt: skip
+                bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{speed:.1f}", skipped=skipped)
+                window, window_start = [], time.perf_counter()
+            if step % recipe.checkpoint_every == 0 or step == recipe.max_steps:
+                seen = step * samples_per_step
+                state = {"step": step, "epoch": seen // dataset.num_clips, "samples_seen": seen, "world_size": world,
+                         "batch_size": recipe.batch_size, "recipe": recipe.to_dict()}  # fmt: skip
+                save_checkpoint(accelerator, out, step, state, ema, keep=recipe.keep_checkpoints)
 
     # 7. Export final/ (the EMA weights when EMA is on), the summary and the loss plot
     unwrapped = accelerator.unwrap_model(model).propdpm
