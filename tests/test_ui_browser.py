@@ -103,6 +103,11 @@ def test_upload_pick_keyframe_propagate_download(server, clip_dir, tmp_path):
             # 3. Upload the keyframe edited elsewhere
             page.set_input_files("#magicprop-keyframe input[type=file]", str(clip_dir / "keyframe.png"))
             _wait_text(page, "#magicprop-keyframe-note", f"Uploaded keyframe for frame {K}")
+            # keeping it for a several-keyframe run, then clearing that, answers in the note (one keyframe is used below)
+            page.click("#magicprop-keep")
+            _wait_text(page, "#magicprop-keyframe-note", f"Kept keyframes: {K}.")
+            page.click("#magicprop-clear-kept")
+            _wait_text(page, "#magicprop-keyframe-note", "cleared")
 
             # 4. Propagate with flow (no weights): the result plays, and the files download
             page.locator("#magicprop-propagator label", has_text="flow").click()

@@ -121,6 +121,32 @@ def test_settings_json_has_every_key(session, clip_dir, weightless):
     assert read_video(png)[0].shape[1:] == (H, W, 3)
 
 
+def test_kept_keyframes_are_all_propagated(session, clip_dir, weightless, tmp_path):
+    with pytest.raises(gr.Error, match="upload a clip"):
+        cb.keep_keyframe(session)
+    cb.load_clip(str(clip_dir / "source.mp4"), session)
+    with pytest.raises(gr.Error, match="no edited keyframe to keep"):
+        cb.keep_keyframe(session)
+    dark, light = np.full((H, W, 3), 40, np.uint8), np.full((H, W, 3), 200, np.uint8)
+    save_image(tmp_path / "dark.png", dark)
+    save_image(tmp_path / "light.png", light)
+    cb.upload_keyframe(str(tmp_path / "dark.png"), 1, session)
+    assert "Kept keyframes: 1." in cb.keep_keyframe(session)
+    cb.upload_keyframe(str(tmp_path / "light.png"), 5, session)  # the current keyframe joins the kept one
+    progress = RecordProgress()
+    _, files, note = cb.propagate("copy", 25, 0, session, weightless, progress=progress)
+    frames, _ = read_video(next(f for f in files if f.endswith("-edited.mp4")))
+    # copy from both ends, crossfaded: frames 2-4 step from 40 to 200 (mp4 compression aside)
+    assert np.allclose(frames.reshape(T, -1).mean(1), [40, 40, 80, 120, 160, 200, 200, 200], atol=3)
+    assert "keyframes 1, 5" in note and sum(f.endswith(".png") for f in files) == 2
+    settings = json.loads(open(next(f for f in files if f.endswith(".json"))).read())
+    assert settings["keyframe_indices"] == [1, 5]
+    assert "current keyframe only" in cb.clear_kept(session) and session.kept == {}
+    cb.keep_keyframe(session)
+    cb.load_clip(str(clip_dir / "source.mp4"), session)  # a new clip forgets them
+    assert session.kept == {}
+
+
 @pytest.mark.parametrize("content", [b"", b"this is not a video\n", "image"])
 def test_bad_clip_upload_gives_one_readable_line(session, tmp_path, content):
     path = tmp_path / "upload.mp4"

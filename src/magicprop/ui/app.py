@@ -98,6 +98,9 @@ def build_app(
         with gr.Row():
             generate = gr.Button("Generate keyframe", variant="primary", interactive=models.editor_ok, elem_id="magicprop-generate")
             reroll = gr.Button("Try another seed", interactive=models.editor_ok, elem_id="magicprop-reroll")
+        with gr.Row():
+            keep = gr.Button("Keep this keyframe and add another", size="sm", elem_id="magicprop-keep")
+            clear = gr.Button("Clear kept keyframes", size="sm", elem_id="magicprop-clear-kept")
         keyframe_note = gr.Markdown(elem_id="magicprop-keyframe-note")
 
         # 4. Step 4: propagate, watch, download
@@ -131,6 +134,9 @@ def build_app(
         keyframe.upload(
             cb.upload_keyframe, [keyframe, frame_slider, session], [keyframe, keyframe_note], api_name="upload_keyframe", **light
         ).failure(lambda: None, None, keyframe, queue=False)
+
+        keep.click(cb.keep_keyframe, [session], [keyframe_note], api_name="keep_keyframe", **light)
+        clear.click(cb.clear_kept, [session], [keyframe_note], api_name="clear_kept", **light)
 
         edit_inputs = [editor, prompt, negative, seed, edit_steps, guidance, frame_slider, session]
         generate_fn = functools.partial(cb.generate_keyframe, models=models)

@@ -31,7 +31,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Every key settings.json holds; the test checks a real run writes all of them.
 SETTINGS_KEYS = (
-    "magicprop_version", "clip", "frames", "fps", "width", "height", "keyframe_index", "keyframe_source", "prompt",
+    "magicprop_version", "clip", "frames", "fps", "width", "height", "keyframe_index", "keyframe_indices", "keyframe_source",
+    "prompt",
     "negative_prompt", "mask_pixels", "seed", "num_inference_steps", "guidance_scale", "propagator", "propagation_steps",
     "propagation_seed", "models", "seconds",
 )  # fmt: skip
@@ -66,7 +67,7 @@ def load_clip(path: str | None, session: Session, examples: Examples | None = No
     """Read an uploaded (or example) clip. Returns (info markdown, slider update, cleared keyframe, editor value)."""
     from ..video import read_video
 
-    session.clip, session.keyframe, session.keyframe_source = None, None, None
+    session.clip, session.keyframe, session.keyframe_source, session.kept = None, None, None, {}
     if not path:
         return "Upload a clip or pick an example.", gr.update(value=0, maximum=1, interactive=False), None, None
     with _shown_as_name(path):
@@ -181,6 +182,31 @@ def upload_keyframe(path: str | None, index: float | int, session: Session) -> t
     return fitted, note + "."
 
 
+@readable_errors
+def keep_keyframe(session: Session) -> str:
+    """Keep the current keyframe and make another: propagation then uses every kept keyframe and the current one, each
+    kept exactly and crossfaded between (the pipeline's several-keyframe mode). Keeping a frame again replaces it."""
+    _require_clip(session)
+    if session.keyframe is None:
+        raise UsageError("no edited keyframe to keep yet: generate one from a prompt or upload one first")
+    session.kept[session.keyframe_index] = session.keyframe
+    return (f"Kept keyframes: {', '.join(map(str, sorted(session.kept)))}. Move the slider to another frame and generate or "
+            "upload its edit; Propagate uses them all.")
+
+
+def clear_kept(session: Session) -> str:
+    session.kept = {}
+    return "Kept keyframes cleared: Propagate uses the current keyframe only."
+
+
+def _keyframes(session: Session) -> dict[int, np.ndarray]:
+    """What Propagate uses: the kept keyframes and the current one (which wins on the same frame)."""
+    keys = dict(session.kept)
+    if session.keyframe is not None:
+        keys[session.keyframe_index] = session.keyframe
+    return dict(sorted(keys.items()))
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # 3. Propagate, cancel, download
 # --------------------------------------------------------------------------------------------------------------------
@@ -197,13 +223,13 @@ def propagate(
     from ..video import save_image, side_by_side, write_video
 
     clip = _require_clip(session)
-    if session.keyframe is None:
+    keys = _keyframes(session)
+    if not keys:
         raise UsageError("no edited keyframe yet: generate one from a prompt or upload one first")
     start = time.perf_counter()
-    k = session.keyframe_index
     with session.job("propagation"):
         frames = models.propagate(
-            clip, session.keyframe, k, propagator=propagator, steps=int(steps), seed=int(seed),
+            clip, keys, propagator=propagator, steps=int(steps), seed=int(seed),
             on_step=_progress_hook(session, progress, f"propagating ({propagator})"),
         )  # fmt: skip
     seconds = time.perf_counter() - start
@@ -214,11 +240,12 @@ def propagate(
     comparison = out / f"{stem}-comparison.mp4"
     write_video(edited, frames, clip.fps)
     write_video(comparison, side_by_side([clip.frames, frames], ["source", f"edited ({propagator})"]), clip.fps)
-    key_png = save_image(out / f"{stem}-keyframe-{k:04d}.png", session.keyframe)
+    pngs = [str(save_image(out / f"{stem}-keyframe-{k:04d}.png", image)) for k, image in keys.items()]
     settings = settings_dict(session, models, propagator=propagator, steps=int(steps), seed=int(seed), seconds=seconds)
     atomic_write_json(out / f"{stem}-settings.json", settings)
-    note = f"Propagated frame {k} to {len(frames)} frames with `{propagator}` in {seconds:.1f} s."
-    return str(comparison), [str(edited), str(key_png), str(out / f"{stem}-settings.json")], note
+    which = f"frame {next(iter(keys))}" if len(keys) == 1 else f"keyframes {', '.join(map(str, keys))}"
+    note = f"Propagated {which} to {len(frames)} frames with `{propagator}` in {seconds:.1f} s."
+    return str(comparison), [str(edited), *pngs, str(out / f"{stem}-settings.json")], note
 
 
 def cancel(session: Session) -> str:
@@ -238,6 +265,7 @@ def settings_dict(session: Session, models: ActiveModels, *, propagator: str, st
         "magicprop_version": __version__,
         "clip": clip.name, "frames": num, "fps": clip.fps, "width": width, "height": height,
         "keyframe_index": session.keyframe_index, "keyframe_source": session.keyframe_source,
+        "keyframe_indices": list(_keyframes(session)),
         "prompt": edit.get("prompt"), "negative_prompt": edit.get("negative_prompt"), "mask_pixels": edit.get("mask_pixels"),
         "seed": edit.get("seed"), "num_inference_steps": edit.get("num_inference_steps"),
         "guidance_scale": edit.get("guidance_scale"),

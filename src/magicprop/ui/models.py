@@ -154,9 +154,9 @@ class ActiveModels:
         return resize_frames(edited, (height, width))
 
     def propagate(
-        self, clip: Clip, keyframe: np.ndarray, k: int, *, propagator: str, steps: int, seed: int, on_step: Callable[[int, int], None]
+        self, clip: Clip, keyframes: dict[int, np.ndarray], *, propagator: str, steps: int, seed: int, on_step: Callable[[int, int], None]
     ) -> np.ndarray:
-        """Stage II from a given keyframe: (T, H, W, 3) uint8 at the clip's size."""
+        """Stage II from given keyframes ({frame index: image}, one or several): (T, H, W, 3) uint8 at the clip's size."""
         import torch
 
         if propagator not in self.propagators():
@@ -167,7 +167,7 @@ class ActiveModels:
         with self.lock:
             self.pipeline.propagator = propagator
             out = self.pipeline(
-                clip.frames, keyframe_image=keyframe, keyframe_index=k, propagation_steps=steps,
+                clip.frames, keyframe_image=keyframes, propagation_steps=steps,
                 generator=torch.Generator().manual_seed(seed), depth=clip.depth,
                 callback=on_step,  # (frames_done, total), the keyframe counted as done
             )  # fmt: skip
