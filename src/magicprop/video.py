@@ -158,7 +158,7 @@ def _list_images(folder: Path) -> list[Path]:
 
 
 def _open_container(path: Path) -> av.container.InputContainer:
-    require_file(path, "video")
+    """Open a video file its caller has already checked with `require_file` (VideoReader, probe)."""
     try:
         container = av.open(str(path), metadata_errors="replace")  # damaged tags must not stop the frames
     except (av.error.FFmpegError, OSError) as exc:

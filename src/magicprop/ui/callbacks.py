@@ -32,9 +32,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Every key settings.json holds; the test checks a real run writes all of them.
 SETTINGS_KEYS = (
     "magicprop_version", "clip", "frames", "fps", "width", "height", "keyframe_index", "keyframe_indices", "keyframe_source",
-    "prompt",
-    "negative_prompt", "mask_pixels", "seed", "num_inference_steps", "guidance_scale", "propagator", "propagation_steps",
-    "propagation_seed", "models", "seconds",
+    "prompt", "negative_prompt", "mask_pixels", "seed", "num_inference_steps", "guidance_scale", "propagator",
+    "propagation_steps", "propagation_seed", "models", "seconds",
 )  # fmt: skip
 MAX_SEED = 2**31 - 1
 
