@@ -14,6 +14,7 @@ of (seed, sample index), so a resumed run ends with the very weights an uninterr
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -254,6 +255,12 @@ def train(recipe: TrainRecipe, data: str, output_dir: str | Path, *, resume: str
         export_final(out / "final", unwrapped, parts, noise_scheduler, card, ema)
         log.write(summary)
         plot_loss(log.path, out / "logs" / "loss.png")
+    # Drop the DDP wrapper while the process group is still alive. Freed after end_training(), its Reducer is the gloo
+    # group's last owner, and the group's destructor (main thread, GIL held) waits for a gloo thread that waits for the
+    # GIL to free a gradient tensor: a deadlock that hung 1 exit in 3 under CPU load.
+    model = optimizer = lr_scheduler = None
+    accelerator.free_memory()
+    gc.collect()
     accelerator.wait_for_everyone()
     accelerator.end_training()
     AcceleratorState._reset_state()  # another run in this process (a notebook, tests) may pick another precision
