@@ -10,7 +10,8 @@ real-photo textures and twice-as-fast motion (unlike it). Extra PropDPM models (
     python benchmarks/synthetic_propagation.py --model zero-snr=src/magicprop/weights/tiny --model standard=runs/std/final \
         --clips 2 --json outputs/bench/ablation.json
 
-`--keyframe-every N` also runs every method from true keyframes every N frames (and the last frame) on the same clips,
+`--hybrid` also runs each model with flow fusion (`--propagator hybrid`: flow-carried pixels where the flow is reliable,
+PropDPM's rendering elsewhere), as "LABEL hybrid". `--keyframe-every N` also runs every method from true keyframes every N frames (and the last frame) on the same clips,
 as "METHOD every N": what several keyframes buy against drift.
 
 Writes PATH (all numbers), PATH.md (a markdown table) and PATH-drift.png / PATH-bars.png beside it.
@@ -64,19 +65,23 @@ def score(frames, truth, source, k) -> dict:
 def run(args) -> dict:
     models = {label: PropagationModels.from_pretrained(path) for label, path in args.models}
     settings = PropagationSettings(num_inference_steps=args.steps, seed=0)
+    variants = {label: (m, settings) for label, m in models.items()}  # label -> (models, settings) of a PropDPM run
+    if args.hybrid:
+        fused = PropagationSettings(num_inference_steps=args.steps, seed=0, flow_fusion=True)
+        variants.update({f"{label} hybrid": (m, fused) for label, m in models.items()})
     rows = []
     for case in cases(args.clips, args.lengths, args.positions, args.edits, args.textures, args.motions):
         source, edited, depth = render_case(case)
         k = case["keyframe"]
         key = edited[k]
-        outputs = {label: propagate(m, depth, key, k, settings, progress=False, video=source) for label, m in models.items()}
+        outputs = {label: propagate(m, depth, key, k, s, progress=False, video=source) for label, (m, s) in variants.items()}
         outputs["flow"] = propagate_flow(source, key, k, progress=False)
         outputs["copy"] = propagate_copy(source, key, k)
         given = {method: k for method in outputs}
         if args.keyframe_every:
             keys = sorted({*range(0, len(source), args.keyframe_every), len(source) - 1})
-            renders = {label: lambda kk, a, b, m=m: propagate(m, depth[a:b], edited[kk], kk - a, settings, progress=False, video=source[a:b])
-                       for label, m in models.items()}  # fmt: skip
+            renders = {label: lambda kk, a, b, m=m, s=s: propagate(m, depth[a:b], edited[kk], kk - a, s, progress=False, video=source[a:b])
+                       for label, (m, s) in variants.items()}  # fmt: skip
             renders["flow"] = lambda kk, a, b: propagate_flow(source[a:b], edited[kk], kk - a, progress=False)
             renders["copy"] = lambda kk, a, b: propagate_copy(source[a:b], edited[kk], kk - a)
             for label, render in renders.items():
@@ -85,7 +90,7 @@ def run(args) -> dict:
         for method, frames in outputs.items():
             rows.append({**case, "method": method, **score(frames, edited, source, given[method])})
         print(f"{case}: " + ", ".join(f"{r['method']} {r['psnr']:.2f}" for r in rows[-len(outputs):]), flush=True)
-    methods = list(models) + ["flow", "copy"]
+    methods = list(variants) + ["flow", "copy"]
     if args.keyframe_every:
         methods += [f"{m} every {args.keyframe_every}" for m in methods]
     return {"rows": rows, "methods": methods, "steps": args.steps}
@@ -164,6 +169,8 @@ def main() -> None:
                    help="fast: every other frame of a clip twice as long (motion unlike training)")
     p.add_argument("--keyframe-every", type=int, default=0, metavar="N",
                    help="also run every method from true keyframes every N frames and the last (several keyframes)")
+    p.add_argument("--hybrid", action="store_true",
+                   help="also run each model with flow fusion, as 'LABEL hybrid' (the `hybrid` propagator)")
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--json", type=Path, required=True)
     args = p.parse_args()

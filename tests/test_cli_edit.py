@@ -99,6 +99,12 @@ def test_user_keyframe_with_propagate(models, clip, tmp_path, caplog):
     frames, fps = read_video(out)
     assert frames.shape == clip.source.shape and fps == pytest.approx(FPS)
     assert "base_model" not in json.loads((tmp_path / "p.json").read_text())["models"]
+    # the same with --propagator hybrid: PropDPM fused with flow, recorded as such; it needs the same models
+    assert main(["propagate", str(clip.meta["folder"] / "source.mp4"), "--keyframe-image", str(key), "--keyframe-index", "0",
+                 "--steps", "2", "--seed", "1", "--propagator", "hybrid", *stage2, "-o", str(tmp_path / "h.mp4")]) == 0  # fmt: skip
+    record = json.loads((tmp_path / "h.json").read_text())
+    assert record["settings"]["propagator"] == "hybrid" and {"propagation_model", "depth_model"} <= set(record["models"])
+    assert read_video(tmp_path / "h.mp4")[0].shape == clip.source.shape
 
 
 def test_usage_errors_are_one_line_exit_2(models, clip, tmp_path, capsys):

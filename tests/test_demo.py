@@ -19,7 +19,7 @@ def test_demo_writes_every_output_and_key(tmp_path):
     for name in ("source.mp4", "ground_truth.mp4", "edited.mp4", "comparison.mp4", "comparison.png", "drift.png", "metrics.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
-    for method in ("propdpm", "flow", "copy"):
+    for method in ("propdpm", "hybrid", "flow", "copy"):
         assert set(metrics[method]) >= {"psnr", "ssim", "warp_error", "per_frame"}
         assert len(metrics[method]["per_frame"]["psnr"]) == 6
         # the keyframe is given, so every method is exact there
@@ -28,7 +28,7 @@ def test_demo_writes_every_output_and_key(tmp_path):
     from magicprop.video import probe
 
     info = probe(out / "comparison.mp4")
-    assert info.frames == 6 and info.width > 5 * 32 - 1
+    assert info.frames == 6 and info.width > 6 * 32 - 1  # source | truth | propdpm | hybrid | flow | copy
     from magicprop.video import load_image
 
     sheet = load_image(out / "comparison.png")  # frames 3, 4, 5 (keyframe 2, the far end is 5), shown at 2x
@@ -55,6 +55,6 @@ def test_demo_cli_rejects_a_one_frame_clip(capsys):
 def test_demo_cli_with_the_embedded_model(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--frames", "8", "--steps", "4"]) == 0
     printed = capsys.readouterr().out
-    assert "propdpm" in printed and "flow" in printed and "copy" in printed
+    assert all(m in printed for m in ("propdpm", "hybrid", "flow", "copy"))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["model"].endswith("weights/tiny")

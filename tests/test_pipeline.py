@@ -86,6 +86,21 @@ def test_weight_free_propagators_need_no_models(clip):
     assert flow(clip.source, keyframe_image=key, keyframe_index=2).frames.shape == clip.source.shape
 
 
+def test_hybrid_propagator_fuses_propdpm_with_flow(paths, clip):
+    """`hybrid` runs PropDPM (so it needs the model and depth) with flow fusion; the keyframe stays exact."""
+    with pytest.raises(UsageError, match="hybrid propagator needs propagation models"):
+        MagicPropPipeline(None, propagator="hybrid")
+    hybrid = MagicPropPipeline.from_pretrained(paths["sd"], paths["controlnet"], paths["model"], "nobody/no-depth", propagator="hybrid", device="cpu")
+    plain = MagicPropPipeline(hybrid.propagation_models, propagator="propdpm", model_ids=hybrid.model_ids)
+    key, calls = clip.edited[2], []
+    kw = dict(keyframe_image=key, keyframe_index=2, depth=clip.depth, propagation_steps=2, generator=torch.Generator().manual_seed(0))
+    a = hybrid(clip.source, callback=lambda t, n: calls.append((t, n)), **kw)
+    b = plain(clip.source, **kw)
+    assert a.frames.shape == clip.source.shape and a.depth is not None and calls[-1] == (6, 6)
+    np.testing.assert_array_equal(a.frames[2], key)
+    assert not np.array_equal(a.frames, b.frames)  # flow-carried pixels replace PropDPM's where the flow is reliable
+
+
 def test_given_depth_skips_the_depth_model(paths, clip):
     pipe = MagicPropPipeline.from_pretrained(paths["sd"], paths["controlnet"], paths["model"], "nobody/no-depth", device="cpu")
     out = _run(pipe, clip.source, depth=clip.depth)

@@ -142,3 +142,56 @@ def test_a_warped_previous_model_reads_the_source_frames():
     moved = np.roll(video, 3, axis=2)  # other motion, same depth: other frames
     moved[2] = video[2]
     assert not np.array_equal(a, propagate(warped, depth, key, 2, FAST, progress=False, video=moved))
+
+
+def _panning_video(seed=7):
+    """A textured canvas seen through a window sliding 2 px right per frame: new content enters at the right edge."""
+    rng = np.random.default_rng(seed)
+    canvas = rng.integers(0, 256, (H // 4, (W + 2 * T) // 4, 3), dtype=np.uint8).repeat(4, 0).repeat(4, 1)
+    return np.stack([canvas[:, 2 * t : 2 * t + W] for t in range(T)])
+
+
+def test_flow_fusion_keeps_carried_pixels_and_paints_only_the_holes(models):
+    from magicprop.flow import carry, optical_flow
+
+    depth, key = _inputs()
+    video = _panning_video()
+    fused = propagate(models, depth, key, 0, PropagationSettings(num_inference_steps=2, seed=3, flow_fusion=True), progress=False, video=video)
+    plain = propagate(models, depth, key, 0, FAST, progress=False, video=video)
+    assert fused.shape == (T, H, W, 3) and np.array_equal(fused[0], key)
+    # Frame 1: both runs denoise the same noise from the same keyframe latent, so PropDPM's rendering is `plain[1]`;
+    # fusion keeps the keyframe carried along the flow except in the holes, which get exactly that rendering.
+    carried, hole = carry(key, optical_flow(video[1], video[0]), optical_flow(video[0], video[1]))
+    assert 0 < hole.sum() < hole.size and hole[:, -1].all()  # the entering column at least
+    assert np.array_equal(fused[1][~hole], carried[~hole])
+    assert np.array_equal(fused[1][hole], plain[1][hole])
+    # later frames continue from the fused frame, not from PropDPM's own latent
+    assert not np.array_equal(fused[2], plain[2])
+    with pytest.raises(UsageError, match="pass the source frames"):
+        propagate(models, depth, key, 0, PropagationSettings(flow_fusion=True), progress=False)
+
+
+def test_flow_fusion_resumes_to_identical_frames_and_is_part_of_the_fingerprint(models, tmp_path, monkeypatch):
+    depth, key = _inputs()
+    video = _panning_video()
+    settings = PropagationSettings(num_inference_steps=2, seed=3, flow_fusion=True)
+    reference = propagate(models, depth, key, 1, settings, progress=False, video=video)
+    work = tmp_path / "w"
+    original = LatentStore.save_step
+
+    def crash_at_step_three(self, step, latents, frames=None):
+        if step == 3:
+            raise KeyboardInterrupt("simulated kill")
+        original(self, step, latents, frames)
+
+    monkeypatch.setattr(LatentStore, "save_step", crash_at_step_three)
+    with pytest.raises(KeyboardInterrupt):
+        propagate(models, depth, key, 1, settings, work_dir=work, progress=False, video=video)
+    monkeypatch.setattr(LatentStore, "save_step", original)
+    from safetensors.torch import load_file
+
+    assert sorted(load_file(str(work / "steps" / "00002.safetensors"))) == ["3", "frame/3"]  # step 2: frame 3 (frame -1 is out)
+    resumed = propagate(models, depth, key, 1, settings, work_dir=work, resume=True, progress=False, video=video)
+    assert np.array_equal(resumed, reference)
+    with pytest.raises(UsageError, match="other settings.*flow_fusion"):
+        propagate(models, depth, key, 1, FAST, work_dir=work, resume=True, progress=False, video=video)

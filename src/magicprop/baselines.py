@@ -15,7 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .errors import UsageError
-from .flow import FlowMethod, occlusion_mask, optical_flow, outside_frame, warp
+from .flow import FlowMethod, carry, optical_flow
 
 
 def propagate_copy(source: np.ndarray, keyframe: np.ndarray, keyframe_index: int) -> np.ndarray:
@@ -52,8 +52,7 @@ def propagate_flow(
     for t, p in tqdm(order, desc="flow propagation", unit="frame", disable=not progress):
         flow_tp = optical_flow(source[t], source[p], method=method)  # source[t][y, x] ~ source[p][(y, x) + flow]
         flow_pt = optical_flow(source[p], source[t], method=method)
-        carried = warp(out[p], flow_tp)
-        hole = occlusion_mask(flow_tp, flow_pt) | outside_frame(flow_tp)
+        carried, hole = carry(out[p], flow_tp, flow_pt)
         carried[hole] = out[p][hole]
         out[t] = carried
     return out

@@ -2,8 +2,8 @@
 
 A procedural clip from seeds the embedded tiny model never saw is edited in texture space, which gives the exact edited
 video: its keyframe is the stage I result a perfect editor would give, and every other frame is the answer propagation
-should reach. We propagate that keyframe with the tiny PropDPM and with the two baselines, and measure each against the
-truth frame by frame.
+should reach. We propagate that keyframe with the tiny PropDPM (alone, and fused with flow: the `hybrid` propagator) and
+with the two baselines, and measure each against the truth frame by frame.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .fileio import atomic_path, atomic_write_json, ensure_writable_dir
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("propdpm", "flow", "copy")
+METHODS = ("propdpm", "hybrid", "flow", "copy")
 HELD_OUT_SEED = 900_000  # training uses seeds below 100_000 (see the tiny-synthetic recipe)
 
 
@@ -43,8 +43,10 @@ def run_methods(source, depth, keyframe, keyframe_index, *, models=None, steps=2
 
     models = models or PropagationModels.from_pretrained(None)
     settings = PropagationSettings(num_inference_steps=steps, seed=seed)
+    fused = PropagationSettings(num_inference_steps=steps, seed=seed, flow_fusion=True)
     return {
         "propdpm": propagate(models, depth, keyframe, keyframe_index, settings, progress=progress, video=source),
+        "hybrid": propagate(models, depth, keyframe, keyframe_index, fused, progress=progress, video=source),
         "flow": propagate_flow(source, keyframe, keyframe_index, progress=progress),
         "copy": propagate_copy(source, keyframe, keyframe_index),
     }
@@ -119,7 +121,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, mo
     clip = render_clip(settings.seed, frames=settings.frames, size=settings.size, edit=settings.edit, textures=settings.textures)
     k = settings.keyframe_index % settings.frames
     keyframe = clip.edited[k]
-    # 2. Propagate with the tiny PropDPM and both baselines
+    # 2. Propagate with the tiny PropDPM, alone and fused with flow, and both baselines
     models = PropagationModels.from_pretrained(model)
     outputs = run_methods(clip.source, clip.depth, keyframe, k, models=models, steps=settings.num_inference_steps, progress=progress)
     # 3. Measure against the truth

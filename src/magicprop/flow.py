@@ -1,7 +1,7 @@
 """Dense optical flow, backward warping and the forward-backward occlusion check.
 
-Shared by the warp-error metric (`evaluation.warp_error`) and the flow-propagation baseline (`baselines.propagate_flow`),
-so that both use exactly the same motion estimate.
+Shared by the warp-error metric (`evaluation.warp_error`), the flow-propagation baseline (`baselines.propagate_flow`) and
+PropDPM's flow fusion (`propagation.fuse_with_flow`), so that all use exactly the same motion estimate.
 
 Conventions (OpenCV's): a flow field is (H, W, 2) float32 with channel 0 = dx (columns) and channel 1 = dy (rows).
 `optical_flow(a, b)` returns the flow *from a to b*: a[y, x] ~ b[y + dy, x + dx]. `warp(b, optical_flow(a, b))` is then
@@ -92,6 +92,18 @@ def outside_frame(flow: np.ndarray) -> np.ndarray:
     map_x, map_y = _sample_grid(flow)
     h, w = flow.shape[:2]
     return (map_x < 0) | (map_x > w - 1) | (map_y < 0) | (map_y > h - 1)
+
+
+def carry(previous: np.ndarray, flow_tp: np.ndarray, flow_pt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`previous` (an edited frame p) re-rendered at frame t along the source's flow, and where that cannot be trusted.
+
+    Returns (carried, hole): carried = warp(previous, flow_tp), a new array the caller may fill in; hole, bool (H, W), is
+    True where the forward-backward check fails (t shows something p did not) or the flow leaves the frame. The flow
+    baseline fills holes with stale pixels, flow fusion with PropDPM's rendering: one test, so the two compare fairly.
+    """
+    carried = warp(previous, flow_tp)
+    hole = occlusion_mask(flow_tp, flow_pt) | outside_frame(flow_tp)
+    return carried, hole
 
 
 def _sample_grid(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -34,7 +34,8 @@ from .hub import DEFAULT_IDS
 
 logger = logging.getLogger(__name__)
 
-PROPAGATORS = ("propdpm", "flow", "copy")  # PropDPM (the paper's model) or a weight-free baseline (magicprop.baselines)
+PROPAGATORS = ("propdpm", "hybrid", "flow", "copy")  # PropDPM (the paper's model), PropDPM fused with flow, or a baseline
+LEARNED = ("propdpm", "hybrid")  # the propagators that run PropDPM (and so need its model and the clip's depth)
 
 
 @dataclass
@@ -308,8 +309,8 @@ def _used(key: str, job: EditJob) -> bool:
     """Whether the job needed this model (OUT.json lists only those)."""
     return {
         "base_model": bool(job.prompt), "controlnet": bool(job.prompt), "sam_model": bool(job.mask_points),
-        "depth_model": job.depth is None and (job.propagator == "propdpm" or bool(job.prompt)),
-        "propagation_model": job.propagator == "propdpm",
+        "depth_model": job.depth is None and (job.propagator in LEARNED or bool(job.prompt)),
+        "propagation_model": job.propagator in LEARNED,
     }.get(key, True)  # fmt: skip
 
 

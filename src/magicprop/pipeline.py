@@ -30,14 +30,14 @@ from .editing import (
 )  # fmt: skip
 from .errors import UsageError
 from .fileio import atomic_write_json, require_file
-from .jobs import PROPAGATORS
+from .jobs import LEARNED, PROPAGATORS
 from .models.bundle import PropagationModels
 from .models.configs import DEFAULT_IDS
 from .video import load_image, read_video, resize_frames, save_image, working_size
 
 logger = logging.getLogger(__name__)
 
-Propagator = Literal["propdpm", "flow", "copy"]
+Propagator = Literal["propdpm", "hybrid", "flow", "copy"]
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
            "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}  # fmt: skip
 
@@ -112,8 +112,8 @@ class MagicPropPipeline:
     ):
         if propagator not in PROPAGATORS:
             raise UsageError(f"unknown propagator {propagator!r}; choose one of {', '.join(PROPAGATORS)}")
-        if propagator == "propdpm" and propagation_models is None:
-            raise UsageError("the propdpm propagator needs propagation models; load them with MagicPropPipeline.from_pretrained")
+        if propagator in LEARNED and propagation_models is None:
+            raise UsageError(f"the {propagator} propagator needs propagation models; load them with MagicPropPipeline.from_pretrained")
         self.propagation_models = propagation_models
         self.propagator = propagator
         self.editor, self.depth_estimator, self.segmenter = editor, depth_estimator, segmenter
@@ -151,7 +151,7 @@ class MagicPropPipeline:
         dev = resolve_device(device)
         dtype = resolve_dtype(torch_dtype, dev)
         models = None
-        if propagator == "propdpm":
+        if propagator in LEARNED:
             models = PropagationModels.from_pretrained(propagation_model, allow_pickle=allow_pickle)
             move(models, "cpu" if enable_model_cpu_offload else dev, _changed(models.dtype, dtype))
         ids = {"base_model": str(base_model), "controlnet": str(controlnet), "depth_model": str(depth_model), "sam_model": str(sam_model),
@@ -170,7 +170,7 @@ class MagicPropPipeline:
                 self.editor.to(dtype=_changed(self.editor.dtype, self.dtype)).enable_model_cpu_offload(self.device)
             else:
                 self.editor.to(self.device, _changed(self.editor.dtype, self.dtype))
-        needs_depth = depth is None and (self.propagator == "propdpm" or bool(prompt))
+        needs_depth = depth is None and (self.propagator in LEARNED or bool(prompt))
         if needs_depth and self.depth_estimator is None:
             from .motion import DepthEstimator
 
@@ -300,11 +300,11 @@ class MagicPropPipeline:
         for t, frame in enumerate(edited):
             frame = resize_frames(frame, (height, width))
             out[t] = frame if frame_masks is None else composite(frame, frames[t], feather_mask(frame_masks[t], radius))
-            if callback is not None and self.propagator != "propdpm":  # PropDPM reports while it samples
+            if callback is not None and self.propagator not in LEARNED:  # PropDPM reports while it samples
                 callback(t + 1, num_frames)
         key_out = resize_frames(keyframe, (height, width))
         result = out if output_type == "np" else [Image.fromarray(f) for f in out]
-        return MagicPropOutput(frames=result, keyframe=key_out, keyframe_index=k, depth=depth_map if self.propagator == "propdpm" else None, fps=fps)
+        return MagicPropOutput(frames=result, keyframe=key_out, keyframe_index=k, depth=depth_map if self.propagator in LEARNED else None, fps=fps)
 
     # -----------------------------------------------------------------------------------------------------------------
     def _depth(self, depth, work: np.ndarray, k: int, for_edit: bool, work_dir: Path | None) -> np.ndarray | None:
@@ -318,9 +318,9 @@ class MagicPropPipeline:
             if depth.ndim != 3 or len(depth) != num_frames:
                 raise UsageError(f"depth must be (T, H, W) with T = {num_frames} frames, got shape {depth.shape}")
             return resize_depth(depth, (h, w))
-        if self.propagator != "propdpm" and not for_edit:
+        if self.propagator not in LEARNED and not for_edit:
             return None
-        clip = work if self.propagator == "propdpm" else work[k : k + 1]
+        clip = work if self.propagator in LEARNED else work[k : k + 1]
         cache = work_dir / "depth" if work_dir is not None else None
         estimator = self.depth_estimator
         with _on_device(estimator.model, self.device, self.cpu_offload):
@@ -346,7 +346,7 @@ class MagicPropPipeline:
         from .propagation import PropagationSettings, decode_frames, keyframe_spans, propagate_latents
 
         models = self.propagation_models
-        settings = PropagationSettings(num_inference_steps=steps, guidance_scale=guidance, seed=seed)
+        settings = PropagationSettings(num_inference_steps=steps, guidance_scale=guidance, seed=seed, flow_fusion=self.propagator == "hybrid")
         # progress counts frames rendered, the keyframes as done: T for one keyframe, more where spans overlap
         offsets, total = {}, len(keyframes)
         for k, start, stop in keyframe_spans(list(keyframes), len(work)):

@@ -5,6 +5,12 @@ chain) and k-1, k-2, ... to the start (the backward chain). Both chains advance 
 frame to frame without being decoded and re-encoded (each round trip through the VAE would lose detail and accumulate
 colour shift); frames are decoded only at the end, in batches, and streamed to the caller in order.
 
+With `flow_fusion` (the `hybrid` propagator), every rendered frame is also fused with the previous output frame
+carried along the source's optical flow, in pixels, the way Rerender-A-Video fuses: where the flow's forward-backward
+check passes, the carried pixels are kept (sharp, and steady from frame to frame); PropDPM paints only what the flow
+cannot carry (disocclusions, content entering the frame). The fused frame is encoded again as the next step's previous
+latent, so the chain continues from what the user sees.
+
 Every finished step is saved to a work folder, so a run killed at any moment and restarted with `resume=True` redoes
 only the unfinished frames and ends bit-identical: the noise of frame t is drawn from a generator seeded by (seed, t),
 so it does not depend on which frames were computed before.
@@ -26,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .errors import UsageError
-from .flow import optical_flow
+from .flow import carry, optical_flow
 from .fileio import atomic_path, atomic_write_json
 from .models.bundle import PropagationModels
 from .models.propdpm import assemble_conditioning
@@ -42,6 +48,9 @@ class PropagationSettings:
     guidance_scale: float = 1.0  # on the reference; 1 = no classifier-free guidance (one forward per step)
     scheduler: str = "ddim"
     seed: int = 0
+    # Keep the flow-carried previous output wherever the source's flow is reliable; PropDPM paints the rest. Needs the
+    # source frames (`video`); costs one more VAE encode per frame and two optical flows per frame.
+    flow_fusion: bool = False
 
 
 def frame_generator(seed: int, frame_index: int) -> torch.Generator:
@@ -51,11 +60,13 @@ def frame_generator(seed: int, frame_index: int) -> torch.Generator:
 
 class LatentStore:
     """Latents of finished propagation steps, in memory or in a work folder (`steps/00003.safetensors` = both chains'
-    frames of step 3, written atomically so a step is either fully saved or absent)."""
+    frames of step 3, written atomically so a step is either fully saved or absent). With flow fusion a step also holds
+    its fused frames as uint8 pixels (`frame/<t>`), which are the output: decoding their latent again would blur them."""
 
     def __init__(self, work_dir: str | Path | None, fingerprint: dict, resume: bool):
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self._memory: dict[int, torch.Tensor] = {}
+        self._frames: dict[int, torch.Tensor] = {}
         if self.work_dir is None:
             return
         job = self.work_dir / "job.json"
@@ -81,24 +92,37 @@ class LatentStore:
             n += 1
         return n
 
-    def save_step(self, step: int, latents: dict[int, torch.Tensor]) -> None:
+    def save_step(self, step: int, latents: dict[int, torch.Tensor], frames: dict[int, np.ndarray] | None = None) -> None:
         cpu = {t: z.detach().to("cpu", torch.float32).contiguous() for t, z in latents.items()}
+        pixels = {t: torch.from_numpy(np.ascontiguousarray(f)) for t, f in (frames or {}).items()}
         if self.work_dir is None:
             self._memory.update(cpu)
+            self._frames.update(pixels)
             return
         with atomic_path(self.work_dir / "steps" / f"{step:05d}.safetensors") as tmp:
-            save_file({str(t): z for t, z in cpu.items()}, str(tmp))
+            save_file({**{str(t): z for t, z in cpu.items()}, **{f"frame/{t}": f for t, f in pixels.items()}}, str(tmp))
 
-    def load_step(self, step: int) -> dict[int, torch.Tensor]:
+    def load_step(self, step: int, *, frames: bool = False) -> dict[int, torch.Tensor]:
+        """The step's latents by frame index; with `frames=True`, its fused frames instead (empty without fusion)."""
         if self.work_dir is None:
             raise KeyError(step)
         tensors = load_file(str(self.work_dir / "steps" / f"{step:05d}.safetensors"))
-        return {int(t): z for t, z in tensors.items()}
+        if frames:
+            return {int(name[len("frame/"):]): f for name, f in tensors.items() if name.startswith("frame/")}
+        return {int(t): z for t, z in tensors.items() if not t.startswith("frame/")}
 
     def latent(self, frame_index: int, step: int) -> torch.Tensor:
         if frame_index in self._memory:
             return self._memory[frame_index]
         return self.load_step(step)[frame_index]
+
+    def frame(self, frame_index: int, step: int) -> np.ndarray | None:
+        """The fused output frame (H, W, 3) uint8, or None when the run did not fuse (its latent is then decoded)."""
+        if self.work_dir is None:
+            f = self._frames.get(frame_index)
+        else:
+            f = self.load_step(step, frames=True).get(frame_index)
+        return None if f is None else f.numpy()
 
     def cleanup(self) -> None:
         if self.work_dir is not None and self.work_dir.exists():
@@ -121,6 +145,7 @@ def fingerprint(models: PropagationModels, depth: np.ndarray, keyframe: np.ndarr
         "guidance_scale": s.guidance_scale,
         "scheduler": s.scheduler,
         "seed": s.seed,
+        "flow_fusion": s.flow_fusion,
         "dtype": str(models.dtype),
     }
 
@@ -166,7 +191,8 @@ def propagate_latents(
         callback: called as callback(frames_done, total) after every step (both chains); raising from it stops the
             run cleanly (finished steps stay saved for `resume`), which is how the web UI cancels.
         video: (T, H, W, 3) uint8 source frames at the keyframe's size; needed by (and only read for) models built with
-            `use_warped_previous`, which also see the previous latent warped along the source's optical flow.
+            `use_warped_previous`, which also see the previous latent warped along the source's optical flow, and by
+            `settings.flow_fusion`.
     """
     from .models.reference import vae_scale_factor
 
@@ -175,7 +201,9 @@ def propagate_latents(
     warped = bool(models.propdpm.config.get("use_warped_previous", False))
     if warped and video is None:
         raise UsageError("this PropDPM conditions on optical flow (use_warped_previous): pass the source frames as `video`")
-    video = video if warped else None
+    if settings.flow_fusion and video is None:
+        raise UsageError("flow fusion carries pixels along the source's optical flow: pass the source frames as `video`")
+    video = video if warped or settings.flow_fusion else None
     check_inputs(depth, keyframe, keyframe_index, factor, video)
     num_frames = depth.shape[0]
     k = keyframe_index % num_frames
@@ -203,12 +231,15 @@ def propagate_latents(
 
     # 3. Pick up where a previous run stopped
     previous = {+1: key_latent[0], -1: key_latent[0]}  # chain direction -> latent of its last finished frame
+    shown = {+1: keyframe, -1: keyframe}  # chain direction -> its last output frame, in pixels (read by flow fusion)
     if done:
-        saved = store.load_step(done)
+        saved, saved_frames = store.load_step(done), store.load_step(done, frames=True)
         for direction in (+1, -1):
             t = k + direction * done
             if t in saved:
                 previous[direction] = saved[t].to(device, dtype)
+            if t in saved_frames:
+                shown[direction] = saved_frames[t].numpy()
         logger.info("resuming: %d of %d steps already done", done, num_steps)
 
     # 4. Propagate, both chains in one batch
@@ -220,28 +251,50 @@ def propagate_latents(
             chains = [d for d in (+1, -1) if 0 <= k + d * step < num_frames]
             targets = [k + d * step for d in chains]  # frame indices rendered in this step
             prev_idx = [k + d * (step - 1) for d in chains]
-            flow = None
-            if video is not None:  # the source's motion from each target back to its previous frame, in pixels
-                flow = torch.stack([torch.from_numpy(optical_flow(video[t], video[p])) for t, p in zip(targets, prev_idx)])
-                flow = flow.permute(0, 3, 1, 2).to(device, dtype)  # (B, 2, H, W)
+            # the source's motion from each target back to its previous frame, in pixels: (H, W, 2) numpy per target
+            flows = [optical_flow(video[t], video[p]) for t, p in zip(targets, prev_idx)] if video is not None else None
             cond = assemble_conditioning(
                 target_depth=depth_grid[targets],
                 previous_latent=torch.stack([previous[d] for d in chains]),
                 previous_depth=depth_grid[prev_idx],
                 reference_tokens=reference,
-                previous_flow=flow,
+                previous_flow=torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).to(device, dtype) if warped else None,
             )
             noise = torch.stack([
                 torch.randn(key_latent.shape[1:], generator=frame_generator(settings.seed, t)) for t in targets
             ]).to(device, dtype)  # fmt: skip
             latents = denoise(models, scheduler, noise, cond, settings, null)
+            fused = None
+            if settings.flow_fusion:
+                fused = fuse_with_flow(tensor_to_images(vae_decode(models.vae, latents)), [shown[d] for d in chains],
+                                       video, targets, prev_idx, flows)  # fmt: skip
+                latents = vae_encode(models.vae, images_to_tensor(fused, device, dtype))
+                shown.update(zip(chains, fused))
             for d, t, z in zip(chains, targets, latents):
                 previous[d] = z
-            store.save_step(step, dict(zip(targets, latents)))
+            if fused is None:
+                store.save_step(step, dict(zip(targets, latents)))
+            else:
+                store.save_step(step, dict(zip(targets, latents)), dict(zip(targets, fused)))
             bar.update(len(targets))
             if callback is not None:
                 callback(bar.n, num_frames - 1)
     return store, where
+
+
+def fuse_with_flow(
+    rendered: np.ndarray, previous: Sequence[np.ndarray], video: np.ndarray, targets: Sequence[int], prev_idx: Sequence[int],
+    flows: Sequence[np.ndarray],
+) -> np.ndarray:
+    """(B, H, W, 3) uint8: each previous output frame carried to its target along the source's flow where the flow's
+    forward-backward check passes, PropDPM's rendering everywhere else (the same hole test as `baselines.propagate_flow`,
+    which fills those pixels with stale ones instead)."""
+    out = []
+    for image, shown, t, p, flow_tp in zip(rendered, previous, targets, prev_idx, flows):
+        carried, hole = carry(shown, flow_tp, optical_flow(video[p], video[t]))
+        carried[hole] = image[hole]
+        out.append(carried)
+    return np.stack(out)
 
 
 def denoise(models, scheduler, latents, cond, settings: PropagationSettings, null_tokens=None) -> torch.Tensor:
@@ -275,13 +328,14 @@ def decode_frames(
     *,
     batch_size: int = 8,
 ) -> Iterator[np.ndarray]:
-    """Yield every frame in order, uint8 (H, W, 3): the keyframe itself at its index, the rest decoded in batches."""
+    """Yield every frame in order, uint8 (H, W, 3): the keyframe itself at its index, fused frames as they were kept,
+    the rest decoded in batches."""
     num_frames = len(where) + 1
     k = keyframe_index % num_frames
     for start in range(0, num_frames, batch_size):
         indices = list(range(start, min(start + batch_size, num_frames)))
-        todo = [t for t in indices if t != k]
-        decoded = {}
+        decoded = {t: f for t in indices if t != k and (f := store.frame(t, where[t])) is not None}
+        todo = [t for t in indices if t != k and t not in decoded]
         if todo:
             steps = {}
             for t in todo:  # group loads by step file so each file is read once per batch
@@ -291,7 +345,7 @@ def decode_frames(
                 for t in ts:
                     latents[t] = store.latent(t, step)
             z = torch.stack([latents[t] for t in todo]).to(models.device, models.dtype)
-            decoded = dict(zip(todo, tensor_to_images(vae_decode(models.vae, z))))
+            decoded.update(zip(todo, tensor_to_images(vae_decode(models.vae, z))))
         for t in indices:
             yield keyframe if t == k else decoded[t]
 

@@ -1,7 +1,8 @@
 """Run the whole method on a synthetic clip with ground truth, offline on CPU, in about a minute.
 
 Writes source.mp4, ground_truth.mp4, edited.mp4 (the tiny PropDPM's result), comparison.mp4 (source | truth | propdpm |
-flow | copy) and comparison.png (a few of its frames), drift.png (PSNR against frame index for each method) and metrics.json, and prints a table.
+hybrid | flow | copy) and comparison.png (a few of its frames), drift.png (PSNR against frame index for each method)
+and metrics.json, and prints a table.
 
 Example:
   magicprop demo --out outputs/demo
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 NAME = "demo"
-HELP = "propagate a synthetic clip's edit with the embedded tiny model and both baselines; write videos, plot, metrics"
+HELP = "propagate a synthetic clip's edit with the embedded tiny model (alone and hybrid) and both baselines; write videos, plot, metrics"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import DemoSettings, format_table, run_demo
+    from ..demo import METHODS, DemoSettings, format_table, run_demo
     from ..errors import UsageError
 
     if args.frames < 2:
@@ -42,6 +43,6 @@ def run(args: argparse.Namespace) -> int:
         keyframe_index=args.keyframe_index, num_inference_steps=args.steps,
     )  # fmt: skip
     summary = run_demo(args.out, settings, model=args.model)
-    print(format_table({m: summary[m] for m in ("propdpm", "flow", "copy")}))
+    print(format_table({m: summary[m] for m in METHODS}))
     print(f"wrote {args.out}/: source.mp4 ground_truth.mp4 edited.mp4 comparison.mp4/.png drift.png metrics.json ({summary['seconds']} s)")
     return 0

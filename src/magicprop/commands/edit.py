@@ -62,7 +62,7 @@ def add_stage2_arguments(p: argparse.ArgumentParser, *, steps_flag: str = "--pro
                    help="several edited keyframes, each named by its frame index (0.png, 31.png): each kept exactly, crossfaded between")
     g.add_argument("--masks", default=S, metavar="DIR", help="per-frame masks (numbered images): the output keeps the source outside them")
     g.add_argument("--feather", type=int, default=S, metavar="PX", help="soft edge of --masks in pixels (default: 1%% of the longer side)")
-    g.add_argument("--propagator", choices=PROPAGATORS, default=S, help=f"propdpm (the paper's model) or a weight-free baseline (default: {d.propagator})")
+    g.add_argument("--propagator", choices=PROPAGATORS, default=S, help=f"propdpm (the paper's model); hybrid (flow carries what it can, PropDPM paints the rest); flow or copy (no weights) (default: {d.propagator})")
     g.add_argument(steps_flag, dest="propagation_steps", type=int, default=S, metavar="N", help=f"PropDPM sampling steps per frame (default: {d.propagation_steps})")
     g.add_argument(guidance_flag, dest="propagation_guidance_scale", type=float, default=S, metavar="G",
                    help=f"guidance on the reference; 1 = none, one forward per step (default: {d.propagation_guidance_scale:g})")

@@ -11,6 +11,7 @@ Examples:
   magicprop propagate clip.mp4 --keyframe-image frame12_edited.png --keyframe-index 12 --seed 0 -o edited.mp4
   magicprop propagate clip.mp4 --keyframe-image edit.png --keyframe-index 0 --depth clip_depth.npz --model runs/sd15/final -o edited.mp4
   magicprop propagate clip.mp4 --keyframe-image edit.png --keyframe-index 0 --propagator flow -o flow.mp4
+  magicprop propagate clip.mp4 --keyframe-image edit.png --keyframe-index 0 --propagator hybrid -o hybrid.mp4   # flow + PropDPM
   magicprop propagate long_clip.mp4 --keyframes edited_keys/ -o edited.mp4   # edited_keys/0.png, 40.png, 80.png
 """
 

@@ -108,7 +108,7 @@ def build_app(
         with gr.Row():
             propagator = gr.Radio(
                 models.propagators(), value=models.default_propagator(), label="Propagator",
-                info="propdpm: the learned model; flow: warp along optical flow; copy: repeat the keyframe",
+                info="propdpm: the learned model; hybrid: flow carries what it can, PropDPM paints the rest; flow: warp along optical flow; copy: repeat the keyframe",
                 elem_id="magicprop-propagator",
             )  # fmt: skip
             prop_steps = gr.Slider(1, 100, value=25, step=1, label="PropDPM steps")

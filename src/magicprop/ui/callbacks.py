@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import MagicPropError, UsageError
+from ..jobs import LEARNED
 from ..fileio import atomic_write_json
 from .models import ActiveModels
 from .session import Cancelled, Clip, Examples, Session
@@ -268,8 +269,8 @@ def settings_dict(session: Session, models: ActiveModels, *, propagator: str, st
         "prompt": edit.get("prompt"), "negative_prompt": edit.get("negative_prompt"), "mask_pixels": edit.get("mask_pixels"),
         "seed": edit.get("seed"), "num_inference_steps": edit.get("num_inference_steps"),
         "guidance_scale": edit.get("guidance_scale"),
-        "propagator": propagator, "propagation_steps": steps if propagator == "propdpm" else None,
-        "propagation_seed": seed if propagator == "propdpm" else None,
+        "propagator": propagator, "propagation_steps": steps if propagator in LEARNED else None,
+        "propagation_seed": seed if propagator in LEARNED else None,
         "models": models.describe(),
         "seconds": round(seconds, 2),
     }  # fmt: skip

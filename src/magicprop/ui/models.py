@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import MagicPropError, UsageError
+from ..jobs import LEARNED
 from .session import Clip
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class ActiveModels:
         return self.editor_reason is None
 
     def propagators(self) -> list[str]:
-        return (["propdpm"] if self.propdpm_reason is None else []) + ["flow", "copy"]
+        return (["propdpm", "hybrid"] if self.propdpm_reason is None else []) + ["flow", "copy"]
 
     def default_propagator(self) -> str:
         # PropDPM without a depth estimator only runs on the bundled examples, so flow is the safer first choice then.
@@ -160,9 +161,9 @@ class ActiveModels:
         import torch
 
         if propagator not in self.propagators():
-            why = f": {self.propdpm_reason}" if propagator == "propdpm" and self.propdpm_reason else ""
+            why = f": {self.propdpm_reason}" if propagator in LEARNED and self.propdpm_reason else ""
             raise UsageError(f"propagator {propagator!r} is not available{why}; choose one of {', '.join(self.propagators())}")
-        if propagator == "propdpm" and clip.depth is None and self.depth_reason is not None:
+        if propagator in LEARNED and clip.depth is None and self.depth_reason is not None:
             raise UsageError(f"PropDPM needs the clip's depth and the depth model is {self.depth_reason}; choose flow or copy")
         with self.lock:
             self.pipeline.propagator = propagator
