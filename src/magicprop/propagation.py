@@ -102,27 +102,14 @@ class LatentStore:
         with atomic_path(self.work_dir / "steps" / f"{step:05d}.safetensors") as tmp:
             save_file({**{str(t): z for t, z in cpu.items()}, **{f"frame/{t}": f for t, f in pixels.items()}}, str(tmp))
 
-    def load_step(self, step: int, *, frames: bool = False) -> dict[int, torch.Tensor]:
-        """The step's latents by frame index; with `frames=True`, its fused frames instead (empty without fusion)."""
+    def load_step(self, step: int) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+        """One read of a finished step: its latents and its fused frames (empty without fusion), by frame index."""
         if self.work_dir is None:
-            raise KeyError(step)
+            return self._memory, self._frames  # every step's, which is a superset of this one's
         tensors = load_file(str(self.work_dir / "steps" / f"{step:05d}.safetensors"))
-        if frames:
-            return {int(name[len("frame/"):]): f for name, f in tensors.items() if name.startswith("frame/")}
-        return {int(t): z for t, z in tensors.items() if not t.startswith("frame/")}
-
-    def latent(self, frame_index: int, step: int) -> torch.Tensor:
-        if frame_index in self._memory:
-            return self._memory[frame_index]
-        return self.load_step(step)[frame_index]
-
-    def frame(self, frame_index: int, step: int) -> np.ndarray | None:
-        """The fused output frame (H, W, 3) uint8, or None when the run did not fuse (its latent is then decoded)."""
-        if self.work_dir is None:
-            f = self._frames.get(frame_index)
-        else:
-            f = self.load_step(step, frames=True).get(frame_index)
-        return None if f is None else f.numpy()
+        latents = {int(name): z for name, z in tensors.items() if not name.startswith("frame/")}
+        frames = {int(name[len("frame/") :]): f for name, f in tensors.items() if name.startswith("frame/")}
+        return latents, frames
 
     def cleanup(self) -> None:
         if self.work_dir is not None and self.work_dir.exists():
@@ -233,7 +220,7 @@ def propagate_latents(
     previous = {+1: key_latent[0], -1: key_latent[0]}  # chain direction -> latent of its last finished frame
     shown = {+1: keyframe, -1: keyframe}  # chain direction -> its last output frame, in pixels (read by flow fusion)
     if done:
-        saved, saved_frames = store.load_step(done), store.load_step(done, frames=True)
+        saved, saved_frames = store.load_step(done)
         for direction in (+1, -1):
             t = k + direction * done
             if t in saved:
@@ -334,16 +321,20 @@ def decode_frames(
     k = keyframe_index % num_frames
     for start in range(0, num_frames, batch_size):
         indices = list(range(start, min(start + batch_size, num_frames)))
-        decoded = {t: f for t in indices if t != k and (f := store.frame(t, where[t])) is not None}
-        todo = [t for t in indices if t != k and t not in decoded]
-        if todo:
-            steps = {}
-            for t in todo:  # group loads by step file so each file is read once per batch
+        steps: dict[int, list[int]] = {}
+        for t in indices:  # group by step file so each file is read once per batch
+            if t != k:
                 steps.setdefault(where[t], []).append(t)
-            latents = {}
-            for step, ts in steps.items():
-                for t in ts:
-                    latents[t] = store.latent(t, step)
+        decoded, latents = {}, {}
+        for step, ts in steps.items():
+            saved, kept = store.load_step(step)
+            for t in ts:  # a fused frame is the output itself; any other frame's latent is decoded
+                if t in kept:
+                    decoded[t] = kept[t].numpy()
+                else:
+                    latents[t] = saved[t]
+        if latents:
+            todo = list(latents)
             z = torch.stack([latents[t] for t in todo]).to(models.device, models.dtype)
             decoded.update(zip(todo, tensor_to_images(vae_decode(models.vae, z))))
         for t in indices:
