@@ -88,9 +88,9 @@ def measure(datasets: dict, propdpm, recipe, vae, image_encoder, steps: int, dev
     from magicprop.training.data import make_dataloader
     from magicprop.training.loop import PropDPMTraining, diffusion_loss, encode_batch, step_generator
 
-    model = PropDPMTraining(propdpm).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr)
     scheduler = make_scheduler("ddpm", zero_snr=True)
+    model = PropDPMTraining(propdpm, scheduler).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr)
     loaders = {mode: iter(make_dataloader(ds, recipe, world_size=1, rank=0, num_workers=0)) for mode, ds in datasets.items()}
     times = {mode: [] for mode in datasets}
     peak = {mode: 0.0 for mode in datasets}

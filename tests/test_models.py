@@ -233,3 +233,27 @@ def test_from_stable_diffusion_with_warped_previous_is_still_the_sd_unet_at_init
         cond = assemble_conditioning(x["target_depth"], x["previous_latent"], x["previous_depth"], states,
                                      previous_flow=torch.randn(2, 2, 32, 32))  # fmt: skip
         torch.testing.assert_close(model(x["noisy"], 321, cond), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_residual_conditioning_adds_back_the_warped_previous_latent():
+    """predict_residual: `base` is the warped previous latent, to_sample/to_latent subtract and add it back."""
+    from magicprop.models.propdpm import warp_latent
+
+    with pytest.raises(ValueError, match="needs use_warped_previous"):
+        get_dummy_propdpm(predict_residual=True)
+    g = torch.Generator().manual_seed(0)
+    prev, z = torch.randn(2, 4, 8, 12, generator=g), torch.randn(2, 4, 8, 12, generator=g)
+    flow = torch.randn(2, 2, 16, 24, generator=g) * 3
+    depth, tokens = torch.rand(2, 1, 16, 24, generator=g), torch.randn(1, 5, 32, generator=g)
+    cond = assemble_conditioning(depth, prev, depth, tokens, previous_flow=flow, residual=True)
+    torch.testing.assert_close(cond.base, warp_latent(prev, flow))
+    torch.testing.assert_close(cond.to_sample(z), z - cond.base)
+    torch.testing.assert_close(cond.to_latent(cond.to_sample(z)), z)
+    plain = assemble_conditioning(depth, prev, depth, tokens, previous_flow=flow)
+    assert plain.base is None and plain.to_latent(z) is z and torch.equal(plain.spatial, cond.spatial)  # same inputs
+    # a dropped previous frame has no base: such samples learn the whole latent, as the first frame of a chain needs
+    dropped = assemble_conditioning(depth, prev, depth, tokens, previous_flow=flow, residual=True,
+                                    drop_previous=torch.tensor([True, False]))  # fmt: skip
+    assert dropped.base[0].abs().max() == 0 and torch.equal(dropped.base[1], cond.base[1])
+    with pytest.raises(ValueError, match="pass previous_flow"):
+        assemble_conditioning(depth, prev, depth, tokens, residual=True)

@@ -195,3 +195,29 @@ def test_flow_fusion_resumes_to_identical_frames_and_is_part_of_the_fingerprint(
     assert np.array_equal(resumed, reference)
     with pytest.raises(UsageError, match="other settings.*flow_fusion"):
         propagate(models, depth, key, 1, FAST, work_dir=work, resume=True, progress=False, video=video)
+
+
+def test_a_residual_model_samples_the_correction_to_the_warped_previous_latent():
+    """Same weights, residual or not, same inputs and noise: a residual model's frame is the plain model's sample plus
+    the previous latent warped along the source's flow (then the chains differ, as their previous latents do)."""
+    import torch
+
+    from magicprop.models.propdpm import warp_latent
+    from magicprop.models.reference import images_to_tensor, vae_encode
+    from magicprop.flow import optical_flow
+    from magicprop.propagation import propagate_latents
+
+    residual = get_dummy_propagation_models(use_warped_previous=True, predict_residual=True)
+    plain = get_dummy_propagation_models(use_warped_previous=True)
+    pairs = zip(residual.propdpm.state_dict().values(), plain.propdpm.state_dict().values())
+    assert all(torch.equal(a, b) for a, b in pairs)
+    depth, key = _inputs()
+    video = _panning_video()
+    z_res = propagate_latents(residual, depth, key, 0, FAST, progress=False, video=video)[0].load_step(1)[0][1]
+    z_plain = propagate_latents(plain, depth, key, 0, FAST, progress=False, video=video)[0].load_step(1)[0][1]
+    flow = torch.from_numpy(optical_flow(video[1], video[0])).permute(2, 0, 1)[None]
+    base = warp_latent(vae_encode(residual.vae, images_to_tensor(key, "cpu", torch.float32)), flow)[0]
+    assert base.abs().mean() > 0.01  # a base that is there to add
+    torch.testing.assert_close(z_res, z_plain + base, atol=1e-5, rtol=1e-5)
+    frames = propagate(residual, depth, key, 0, FAST, progress=False, video=video)
+    assert frames.shape == (T, H, W, 3) and np.array_equal(frames[0], key)

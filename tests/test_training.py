@@ -194,6 +194,24 @@ def test_warped_previous_trains_from_sd_and_the_export_needs_the_video(ws, tmp_p
     assert frames.shape == (4, 16, 16, 3)
 
 
+def test_residual_model_trains_and_exports_its_config(ws, tmp_path, capsys):
+    (tmp_path / "res.json").write_text(json.dumps({**RECIPE, "use_warped_previous": True, "predict_residual": True}))
+    out = tmp_path / "run"
+    assert main(train_args(ws, out, "--max-steps", "2", recipe=str(tmp_path / "res.json"))) == 0
+    assert np.isfinite(step_losses(out)).all() and len(step_losses(out)) == 2
+    from magicprop.models import PropagationModels
+
+    config = PropagationModels.from_pretrained(out / "final").propdpm.config
+    assert config.predict_residual and config.use_warped_previous
+    capsys.readouterr()
+    # without the warped previous latent there is nothing to take the residual from: a recipe error, before any work
+    (tmp_path / "bad.json").write_text(json.dumps({**RECIPE, "predict_residual": True}))
+    assert main(train_args(ws, tmp_path / "run2", "--max-steps", "2", recipe=str(tmp_path / "bad.json"))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "predict_residual needs use_warped_previous" in err[0]
+    assert not (tmp_path / "run2").exists() or not list((tmp_path / "run2").rglob("*.safetensors"))
+
+
 def test_bad_inputs_fail_with_one_line_and_touch_nothing(ws, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "gone.csv").write_text("path\nmissing/a.mp4\nmissing/b.mp4\n")

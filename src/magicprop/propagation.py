@@ -186,6 +186,7 @@ def propagate_latents(
     # 1. Check inputs
     factor = vae_scale_factor(models.vae)
     warped = bool(models.propdpm.config.get("use_warped_previous", False))
+    residual = bool(models.propdpm.config.get("predict_residual", False))
     if warped and video is None:
         raise UsageError("this PropDPM conditions on optical flow (use_warped_previous): pass the source frames as `video`")
     if settings.flow_fusion and video is None:
@@ -246,6 +247,7 @@ def propagate_latents(
                 previous_depth=depth_grid[prev_idx],
                 reference_tokens=reference,
                 previous_flow=torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).to(device, dtype) if warped else None,
+                residual=residual,
             )
             noise = torch.stack([
                 torch.randn(key_latent.shape[1:], generator=frame_generator(settings.seed, t)) for t in targets
@@ -285,24 +287,26 @@ def fuse_with_flow(
 
 
 def denoise(models, scheduler, latents, cond, settings: PropagationSettings, null_tokens=None) -> torch.Tensor:
-    """The sampling loop for one batch of frames; classifier-free guidance on the reference in one batched forward."""
+    """The sampling loop for one batch of frames; classifier-free guidance on the reference in one batched forward.
+    Returns the frames' latents (for residual models: the sample added to the warped previous latent)."""
     scheduler.set_timesteps(settings.num_inference_steps, device=latents.device)
     latents = latents * scheduler.init_noise_sigma
+    model_cond = cond
     if null_tokens is not None:
         b = latents.shape[0]
-        cond = type(cond)(
+        model_cond = type(cond)(
             spatial=torch.cat([cond.spatial, cond.spatial]),
             reference_tokens=torch.cat([cond.reference_tokens.expand(b, -1, -1), null_tokens.expand(b, -1, -1)]),
         )
     for t in scheduler.timesteps:
         x = torch.cat([latents, latents]) if null_tokens is not None else latents
         x = scheduler.scale_model_input(x, t)
-        pred = models.propdpm(x, t, cond)
+        pred = models.propdpm(x, t, model_cond)
         if null_tokens is not None:
             pred_cond, pred_null = pred.chunk(2)
             pred = pred_null + settings.guidance_scale * (pred_cond - pred_null)
         latents = scheduler.step(pred, t, latents).prev_sample
-    return latents
+    return cond.to_latent(latents)  # residual models sampled the correction to the warped previous latent
 
 
 @torch.no_grad()

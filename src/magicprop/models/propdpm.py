@@ -10,6 +10,12 @@ A latent-diffusion UNet initialised from SD 1.5 renders frame k from
 Beyond the paper, `use_warped_previous=True` adds 4 more input channels: the previous edited latent warped along the
 source's optical flow to the target frame (as FlowVid conditions on flow-warped frames). The paper's model has none,
 and that stays the default; the option exists because the paper's conditioning must infer motion from depth alone.
+
+`predict_residual=True` (with `use_warped_previous`) changes what is diffused: not the target latent z_k but its
+difference from the warped previous latent, z_k - warp(z_{k-1}). The network then only learns the correction (what the
+flow gets wrong: disocclusions, entering content, blur), and a network that predicts nothing returns the warped
+latent. `PropConditioning.base` carries that warped latent; training subtracts it from the target and sampling adds it
+back to what it sampled.
 """
 
 from __future__ import annotations
@@ -37,6 +43,15 @@ class PropConditioning:
 
     spatial: torch.Tensor  # (B, 6 or 10, h, w): target depth, previous latent, previous depth [, warped previous latent]
     reference_tokens: torch.Tensor  # (B or 1, 1 + h/2 * w/2, C): adaptor output, shared by every frame of a clip
+    base: torch.Tensor | None = None  # (B, 4, h, w) residual models: the warped previous latent the sample is added to
+
+    def to_latent(self, sample: torch.Tensor) -> torch.Tensor:
+        """A sampled (denoised) latent -> the frame's latent: the sample itself, or base + sample for residual models."""
+        return sample if self.base is None else self.base.to(sample.dtype) + sample
+
+    def to_sample(self, latent: torch.Tensor) -> torch.Tensor:
+        """The inverse of `to_latent`: what training noises and the network learns to produce."""
+        return latent if self.base is None else latent - self.base.to(latent.dtype)
 
 
 def depth_to_latent_grid(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -76,6 +91,7 @@ def assemble_conditioning(
     *,
     previous_flow: torch.Tensor | None = None,
     drop_previous: torch.Tensor | None = None,
+    residual: bool = False,
 ) -> PropConditioning:
     """Put PropDPM's conditions together; training and inference both call this.
 
@@ -89,6 +105,8 @@ def assemble_conditioning(
             warped along it (`warp_latent`).
         drop_previous: (B,) bool; True replaces the previous frame (latent and depth) with zeros, as training does so
             that the first frame of a chain can be generated from the reference alone.
+        residual: for models built with `predict_residual=True`: the warped previous latent becomes `base` too (zeros
+            where the previous frame is dropped, so such samples learn the whole latent).
     """
     size = tuple(previous_latent.shape[-2:])
     target = depth_to_latent_grid(target_depth, size)  # (B, 1, h, w)
@@ -97,10 +115,14 @@ def assemble_conditioning(
         keep = (~drop_previous).to(previous_latent.dtype)[:, None, None, None]
         previous_latent, prev_depth = previous_latent * keep, prev_depth * keep
     parts = [target, previous_latent, prev_depth]
+    warped = None
     if previous_flow is not None:
-        parts.append(warp_latent(previous_latent, previous_flow))  # a dropped previous warps to zeros too
+        warped = warp_latent(previous_latent, previous_flow)  # a dropped previous warps to zeros too
+        parts.append(warped)
+    if residual and warped is None:
+        raise ValueError("a residual PropDPM adds its sample to the warped previous latent: pass previous_flow")
     spatial = torch.cat(parts, dim=1)  # (B, 6 [+4], h, w)
-    return PropConditioning(spatial=spatial, reference_tokens=reference_tokens)
+    return PropConditioning(spatial=spatial, reference_tokens=reference_tokens, base=warped if residual else None)
 
 
 class PropDPM(ModelMixin, ConfigMixin):
@@ -124,10 +146,13 @@ class PropDPM(ModelMixin, ConfigMixin):
         norm_num_groups: int = 32,
         reference_mode: str = "clip+vae",  # "clip" is the CLIP-only ablation of the adaptor
         use_warped_previous: bool = False,  # 4 more input channels: the previous latent warped along the source's flow
+        predict_residual: bool = False,  # diffuse target - warped previous latent (needs use_warped_previous)
     ):
         super().__init__()
         if reference_mode not in REFERENCE_MODES:
             raise ValueError(f"reference_mode must be one of {REFERENCE_MODES}, got {reference_mode!r}")
+        if predict_residual and not use_warped_previous:
+            raise ValueError("predict_residual needs use_warped_previous: the residual is taken from the warped previous latent")
         self.unet = UNet2DConditionModel(
             sample_size=sample_size,
             in_channels=self.num_input_channels,

@@ -69,7 +69,8 @@ def load_components(recipe: TrainRecipe) -> Components:
 
     from ..models.bundle import PropagationModels
 
-    overrides = {"reference_mode": recipe.reference_mode, "use_warped_previous": recipe.use_warped_previous}
+    overrides = {"reference_mode": recipe.reference_mode, "use_warped_previous": recipe.use_warped_previous,
+                 "predict_residual": recipe.predict_residual}  # fmt: skip
     references: dict[str, dict[str, str]] = {}
     kind = pretrained_kind(recipe.pretrained) if recipe.pretrained else "scratch"
     vae = image_encoder = None

@@ -48,18 +48,25 @@ logger = logging.getLogger(__name__)
 
 
 class PropDPMTraining(nn.Module):
-    """PropDPM's training forward, one module so that DDP sees the adaptor and the UNet in a single call."""
+    """PropDPM's training forward, one module so that DDP sees the adaptor and the UNet in a single call.
 
-    def __init__(self, propdpm: PropDPM):
+    It also noises the target, because what is noised depends on the conditioning: the target latent, or for residual
+    models its difference from the warped previous latent (`PropConditioning.to_sample`)."""
+
+    def __init__(self, propdpm: PropDPM, noise_scheduler):
         super().__init__()
         self.propdpm = propdpm
+        self.noise_scheduler = noise_scheduler
 
-    def forward(self, noisy, timesteps, target_depth, previous_latent, previous_depth, clip_tokens, reference_latent,
-                drop_reference, drop_previous, previous_flow=None):  # fmt: skip
+    def forward(self, target_latent, noise, timesteps, target_depth, previous_latent, previous_depth, clip_tokens,
+                reference_latent, drop_reference, drop_previous, previous_flow=None):  # fmt: skip
         reference = self.propdpm.encode_reference(clip_tokens, reference_latent, drop=drop_reference)  # (B, 1 + hw/4, C)
-        cond = assemble_conditioning(target_depth, previous_latent, previous_depth, reference,
-                                     previous_flow=previous_flow, drop_previous=drop_previous)  # fmt: skip
-        return self.propdpm(noisy, timesteps, cond)  # (B, 4, h, w): predicted v
+        cond = assemble_conditioning(target_depth, previous_latent, previous_depth, reference, previous_flow=previous_flow,
+                                     drop_previous=drop_previous, residual=self.propdpm.config.get("predict_residual", False))  # fmt: skip
+        x0 = cond.to_sample(target_latent)  # (B, 4, h, w)
+        noisy = self.noise_scheduler.add_noise(x0, noise, timesteps)
+        target_v = self.noise_scheduler.get_velocity(x0, noise, timesteps)  # alpha_t * eps - sigma_t * x0
+        return self.propdpm(noisy, timesteps, cond), target_v  # (B, 4, h, w) each: predicted and true v
 
 
 @dataclass
@@ -97,16 +104,15 @@ def encode_batch(batch: dict, vae, image_encoder, device, generator: torch.Gener
 
 
 def diffusion_loss(model: nn.Module, noise_scheduler, enc: EncodedBatch, recipe: TrainRecipe, generator) -> torch.Tensor:
-    """MSE between PropDPM's v and the true v of a randomly noised target (zero-terminal-SNR schedule)."""
+    """MSE between PropDPM's v and the true v of a randomly noised target (zero-terminal-SNR schedule); `model` is a
+    `PropDPMTraining` (possibly wrapped by accelerate), which noises with the same `noise_scheduler`."""
     b, device = enc.target_latent.shape[0], enc.target_latent.device
     noise = torch.randn(enc.target_latent.shape, generator=generator).to(device)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
     drop_reference = (torch.rand(b, generator=generator) < recipe.drop_reference).to(device)
     drop_previous = (torch.rand(b, generator=generator) < recipe.drop_previous).to(device)
-    noisy = noise_scheduler.add_noise(enc.target_latent, noise, timesteps)
-    target_v = noise_scheduler.get_velocity(enc.target_latent, noise, timesteps)  # alpha_t * eps - sigma_t * x0
-    pred = model(noisy, timesteps, enc.target_depth, enc.previous_latent, enc.previous_depth, enc.clip_tokens,
-                 enc.reference_latent, drop_reference, drop_previous, enc.previous_flow)  # fmt: skip
+    pred, target_v = model(enc.target_latent, noise, timesteps, enc.target_depth, enc.previous_latent, enc.previous_depth,
+                           enc.clip_tokens, enc.reference_latent, drop_reference, drop_previous, enc.previous_flow)  # fmt: skip
     return F.mse_loss(pred.float(), target_v.float())
 
 
@@ -168,7 +174,7 @@ def train(recipe: TrainRecipe, data: str, output_dir: str | Path, *, resume: str
     optimizer = torch.optim.AdamW(propdpm.parameters(), lr=recipe.lr, betas=(recipe.adam_beta1, recipe.adam_beta2),
                                   weight_decay=recipe.weight_decay)  # fmt: skip
     lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=recipe.warmup_steps)
-    model, optimizer, lr_scheduler = accelerator.prepare(PropDPMTraining(propdpm), optimizer, lr_scheduler)
+    model, optimizer, lr_scheduler = accelerator.prepare(PropDPMTraining(propdpm, noise_scheduler), optimizer, lr_scheduler)
     ema = None
     if recipe.use_ema:
         ema = EMAModel(propdpm.parameters(), decay=recipe.ema_decay, model_cls=PropDPM, model_config=propdpm.config)

@@ -32,6 +32,7 @@ class TrainRecipe:
     reference_mode: str = "clip+vae"  # "clip" is the paper's ablation: the adaptor sees no VAE latent of the reference
     zero_snr: bool = True  # False trains on SD's original schedule (terminal SNR > 0), for the ablation of section 3.3.2
     use_warped_previous: bool = False  # beyond the paper: also condition on the previous latent warped along the flow
+    predict_residual: bool = False  # beyond the paper: diffuse target - warped previous latent (needs use_warped_previous)
 
     # --- data (paper, 3.3.3)
     resolution: int = 256  # frames are centre-cropped to squares and resized to resolution x resolution
@@ -88,6 +89,8 @@ class TrainRecipe:
         for name in ("drop_reference", "drop_previous"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if self.predict_residual and not self.use_warped_previous:
+            problems.append("predict_residual needs use_warped_previous: true (the residual is taken from the warped previous latent)")
         if min(self.warmup_steps, self.num_workers, self.clip_cache) < 0:
             problems.append("warmup_steps, num_workers and clip_cache must not be negative")
         if problems:
