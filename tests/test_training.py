@@ -279,3 +279,33 @@ def test_continues_from_an_exported_model(ws, reference_run, tmp_path):
     before, after = final_weights(reference_run), final_weights(out)
     assert before.keys() == after.keys()
     assert 0 < max((before[k] - after[k]).abs().max().item() for k in before) < 0.1  # moved, from those weights
+
+
+def test_previous_noise_perturbs_only_the_previous_latent_with_a_cast_and_noise():
+    """previous_noise = s: the model sees previous + s * (per-channel offset + per-element noise); s = 0 changes
+    nothing, not even the random stream of the other draws."""
+    from magicprop.schedulers import make_scheduler
+    from magicprop.training.loop import EncodedBatch, diffusion_loss
+    from magicprop.training.recipes import load_recipe
+
+    g = torch.Generator().manual_seed(0)
+    enc = EncodedBatch(*(torch.randn(4, 4, 16, 16, generator=g) for _ in range(3)), torch.randn(4, 5, 8, generator=g),
+                       torch.rand(4, 1, 32, 32, generator=g), torch.rand(4, 1, 32, 32, generator=g))  # fmt: skip
+    seen = []
+
+    def model(target, noise, timesteps, target_depth, previous, *rest):
+        seen.append((noise, timesteps, previous))
+        return target, target
+
+    scheduler = make_scheduler("ddpm")
+    for scale in (0.0, 0.0, 0.5):
+        recipe = load_recipe("tiny-synthetic", previous_noise=scale)
+        diffusion_loss(model, scheduler, enc, recipe, torch.Generator().manual_seed(7))
+    (n0, t0, p0), (n1, t1, p1), (n2, t2, p2) = seen
+    assert torch.equal(p0, enc.previous_latent) and torch.equal(p0, p1)
+    assert torch.equal(n0, n2) and torch.equal(t0, t2)  # the other draws are the same with or without it
+    diff = (p2 - enc.previous_latent) / 0.5  # offset + jitter, each N(0, 1)
+    cast = diff.mean(dim=(2, 3))  # (B, C): the per-channel offset (+ the jitter's mean, about 1/16 of a unit)
+    assert cast.std() > 0.5 and (diff - cast[..., None, None]).std() == pytest.approx(1.0, abs=0.1)
+    with pytest.raises(Exception, match="previous_noise must not be negative"):
+        load_recipe("tiny-synthetic", previous_noise=-0.1)

@@ -111,7 +111,13 @@ def diffusion_loss(model: nn.Module, noise_scheduler, enc: EncodedBatch, recipe:
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
     drop_reference = (torch.rand(b, generator=generator) < recipe.drop_reference).to(device)
     drop_previous = (torch.rand(b, generator=generator) < recipe.drop_previous).to(device)
-    pred, target_v = model(enc.target_latent, noise, timesteps, enc.target_depth, enc.previous_latent, enc.previous_depth,
+    previous = enc.previous_latent
+    if recipe.previous_noise > 0:  # drawn after the others, so runs without it keep their random stream
+        shape = previous.shape
+        offset = torch.randn(shape[0], shape[1], 1, 1, generator=generator)  # (B, C, 1, 1): a colour cast
+        jitter = torch.randn(shape, generator=generator)  # (B, C, h, w)
+        previous = previous + (recipe.previous_noise * (offset + jitter)).to(device, previous.dtype)
+    pred, target_v = model(enc.target_latent, noise, timesteps, enc.target_depth, previous, enc.previous_depth,
                            enc.clip_tokens, enc.reference_latent, drop_reference, drop_previous, enc.previous_flow)  # fmt: skip
     return F.mse_loss(pred.float(), target_v.float())
 

@@ -60,6 +60,11 @@ class TrainRecipe:
     # --- conditioning dropout: teaches the null reference (for classifier-free guidance) and first frames without a past
     drop_reference: float = 0.1  # probability that a sample's reference is replaced by the null reference
     drop_previous: float = 0.1  # independent probability that its previous frame (latent and depth) is zeroed
+    # Beyond the paper, against drift: at inference the previous latent is the chain's own output, with the errors of
+    # every frame before it, while training shows the true one. With a scale s > 0 each sample's previous latent gets a
+    # per-channel offset (a colour cast) and per-element noise, both N(0, s^2), so the model learns to pull a drifted
+    # previous frame back towards the reference. 0 = off (the paper).
+    previous_noise: float = 0.0
 
     # --- bookkeeping
     checkpoint_every: int = 1000  # optimizer steps between checkpoints (and at the last step)
@@ -89,6 +94,8 @@ class TrainRecipe:
         for name in ("drop_reference", "drop_previous"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if self.previous_noise < 0:
+            problems.append(f"previous_noise must not be negative, got {self.previous_noise}")
         if self.predict_residual and not self.use_warped_previous:
             problems.append("predict_residual needs use_warped_previous: true (the residual is taken from the warped previous latent)")
         if min(self.warmup_steps, self.num_workers, self.clip_cache) < 0:
