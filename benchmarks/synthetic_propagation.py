@@ -11,7 +11,9 @@ real-photo textures and twice-as-fast motion (unlike it). Extra PropDPM models (
         --clips 2 --json outputs/bench/ablation.json
 
 `--hybrid` also runs each model with flow fusion (`--propagator hybrid`: flow-carried pixels where the flow is reliable,
-PropDPM's rendering elsewhere), as "LABEL hybrid". `--keyframe-every N` also runs every method from true keyframes every N frames (and the last frame) on the same clips,
+PropDPM's rendering elsewhere), as "LABEL hybrid". `--latent-warp` also runs "latent warp": the keyframe's latent (first model's VAE) warped frame to frame along
+the source's flow, no network: what a `predict_residual` PropDPM returns if its correction is zero, so its floor.
+`--keyframe-every N` also runs every method from true keyframes every N frames (and the last frame) on the same clips,
 as "METHOD every N": what several keyframes buy against drift.
 
 Writes PATH (all numbers), PATH.md (a markdown table) and PATH-drift.png / PATH-bars.png beside it.
@@ -62,6 +64,23 @@ def score(frames, truth, source, k) -> dict:
     }
 
 
+def propagate_latent_warp(models: PropagationModels, source: np.ndarray, keyframe: np.ndarray, k: int) -> np.ndarray:
+    """The keyframe's VAE latent carried frame to frame by `warp_latent` along the source's flow, then decoded."""
+    import torch
+
+    from magicprop.flow import optical_flow
+    from magicprop.models.propdpm import warp_latent
+    from magicprop.models.reference import images_to_tensor, tensor_to_images, vae_decode, vae_encode
+
+    with torch.no_grad():
+        z = {k: vae_encode(models.vae, images_to_tensor(keyframe, models.device, models.dtype))}
+        for d in (+1, -1):
+            for t in range(k + d, len(source) if d > 0 else -1, d):
+                flow = torch.from_numpy(optical_flow(source[t], source[t - d])).permute(2, 0, 1)[None]
+                z[t] = warp_latent(z[t - d], flow.to(models.device, models.dtype))
+        return np.stack([keyframe if t == k else tensor_to_images(vae_decode(models.vae, z[t]))[0] for t in range(len(source))])
+
+
 def run(args) -> dict:
     models = {label: PropagationModels.from_pretrained(path) for label, path in args.models}
     settings = PropagationSettings(num_inference_steps=args.steps, seed=0)
@@ -75,6 +94,8 @@ def run(args) -> dict:
         k = case["keyframe"]
         key = edited[k]
         outputs = {label: propagate(m, depth, key, k, s, progress=False, video=source) for label, (m, s) in variants.items()}
+        if args.latent_warp:
+            outputs["latent warp"] = propagate_latent_warp(next(iter(models.values())), source, key, k)
         outputs["flow"] = propagate_flow(source, key, k, progress=False)
         outputs["copy"] = propagate_copy(source, key, k)
         given = {method: k for method in outputs}
@@ -90,7 +111,7 @@ def run(args) -> dict:
         for method, frames in outputs.items():
             rows.append({**case, "method": method, **score(frames, edited, source, given[method])})
         print(f"{case}: " + ", ".join(f"{r['method']} {r['psnr']:.2f}" for r in rows[-len(outputs):]), flush=True)
-    methods = list(variants) + ["flow", "copy"]
+    methods = list(variants) + (["latent warp"] if args.latent_warp else []) + ["flow", "copy"]
     if args.keyframe_every:
         methods += [f"{m} every {args.keyframe_every}" for m in methods]
     return {"rows": rows, "methods": methods, "steps": args.steps}
@@ -171,6 +192,8 @@ def main() -> None:
                    help="also run every method from true keyframes every N frames and the last (several keyframes)")
     p.add_argument("--hybrid", action="store_true",
                    help="also run each model with flow fusion, as 'LABEL hybrid' (the `hybrid` propagator)")
+    p.add_argument("--latent-warp", action="store_true",
+                   help="also run 'latent warp': the keyframe latent warped along the flow, no network (the floor of predict_residual)")
     p.add_argument("--first-seed", type=int, default=HELD_OUT, metavar="S",
                    help=f"seed of the first clip (default {HELD_OUT}); another set of held-out clips checks that a "
                         "difference between methods is not the luck of one set (training uses seeds below 100000)")

@@ -21,7 +21,8 @@ def bench():
 
 def _args(**kw):
     base = dict(models=[("shipped", None)], clips=1, lengths=[6], positions=["middle"], edits=["global"],
-                textures=["procedural"], motions=["normal"], keyframe_every=0, hybrid=True, first_seed=950_000, steps=2)  # fmt: skip
+                textures=["procedural"], motions=["normal"], keyframe_every=0, hybrid=True, latent_warp=True,
+                first_seed=950_000, steps=2)  # fmt: skip
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -37,7 +38,7 @@ def test_hybrid_rows_score_what_each_method_returns(bench):
     from magicprop.evaluation import psnr
 
     result = bench.run(_args())
-    assert result["methods"] == ["shipped", "shipped hybrid", "flow", "copy"]
+    assert result["methods"] == ["shipped", "shipped hybrid", "latent warp", "flow", "copy"]
     rows = {r["method"]: r for r in result["rows"]}
     assert set(rows) == set(result["methods"]) and {r["seed"] for r in rows.values()} == {950_000}
     source, edited, _ = bench.render_case(rows["copy"])
@@ -47,6 +48,20 @@ def test_hybrid_rows_score_what_each_method_returns(bench):
         expected = np.minimum(psnr(frames, edited), 100.0)
         assert rows[method]["psnr"] == pytest.approx(np.delete(expected, k).mean())
         assert rows[method]["psnr_per_frame"][k] == 100.0  # the given keyframe is exact (and left out of the mean)
+    # latent warp: no network, so one frame on is the keyframe latent warped by the source's flow, decoded
+    import torch
+
+    from magicprop.flow import optical_flow
+    from magicprop.models import PropagationModels
+    from magicprop.models.propdpm import warp_latent
+    from magicprop.models.reference import images_to_tensor, tensor_to_images, vae_decode, vae_encode
+
+    m = PropagationModels.from_pretrained(None)
+    with torch.no_grad():
+        flow = torch.from_numpy(optical_flow(source[k + 1], source[k])).permute(2, 0, 1)[None]
+        z = warp_latent(vae_encode(m.vae, images_to_tensor(edited[k], "cpu", torch.float32)), flow)
+        expected = psnr(tensor_to_images(vae_decode(m.vae, z)), edited[k + 1 : k + 2])[0]
+    assert rows["latent warp"]["psnr_per_frame"][k + 1] == pytest.approx(expected, abs=1e-3)
     # the hybrid is PropDPM's run fused with flow: another result than PropDPM alone, still exact at the keyframe
     assert rows["shipped hybrid"]["psnr"] != rows["shipped"]["psnr"]
     assert rows["shipped hybrid"]["psnr_per_frame"][k] == 100.0
