@@ -392,21 +392,23 @@ def save_tiny_depth_model_with_signal(folder: str | Path) -> Path:
 # --------------------------------------------------------------------------------------------------------------------
 # Clips with a known motion
 # --------------------------------------------------------------------------------------------------------------------
-def panning_clip(frames: int, size: int, step: tuple[int, int], seed: int = 0, value_range: tuple[int, int] = (0, 255)):
-    """(frames, size, size, 3) uint8 windows sliding `step` = (down, right) px per frame over one smooth-noise texture:
-    an exact integer translation, so the true flow is known everywhere away from the borders."""
+def panning_clip(frames: int, size: int | tuple[int, int], step: tuple[int, int], seed: int = 0,
+                 value_range: tuple[int, int] = (0, 255)):  # fmt: skip
+    """(frames, h, w, 3) uint8 windows (`size` = s or (h, w)) sliding `step` = (down, right) px per frame over one
+    smooth-noise texture: an exact integer translation, so the true flow is known everywhere away from the borders."""
     import cv2
     import numpy as np
 
+    h, w = (size, size) if isinstance(size, int) else size
     rng = np.random.default_rng(seed)
-    big = size + frames * max(step)
+    big = max(h, w) + frames * max(step)
     tex = np.zeros((big, big, 3), np.float32)
     for sigma in (1.5, 3.0, 6.0):
         n = cv2.GaussianBlur(rng.normal(size=(big, big, 3)).astype(np.float32), (0, 0), sigma)
         tex += n / n.std()
     lo, hi = value_range
     tex = (lo + (tex - tex.min()) / (tex.max() - tex.min()) * (hi - lo)).round().astype(np.uint8)
-    return np.stack([tex[t * step[0] : t * step[0] + size, t * step[1] : t * step[1] + size] for t in range(frames)])
+    return np.stack([tex[t * step[0] : t * step[0] + h, t * step[1] : t * step[1] + w] for t in range(frames)])
 
 
 # --------------------------------------------------------------------------------------------------------------------

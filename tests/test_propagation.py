@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fixtures import get_dummy_propagation_models
+from fixtures import get_dummy_propagation_models, panning_clip
 from magicprop.errors import UsageError
 from magicprop.propagation import LatentStore, PropagationSettings, propagate
 
@@ -146,9 +146,7 @@ def test_a_warped_previous_model_reads_the_source_frames():
 
 def _panning_video(seed=7):
     """A textured canvas seen through a window sliding 2 px right per frame: new content enters at the right edge."""
-    rng = np.random.default_rng(seed)
-    canvas = rng.integers(0, 256, (H // 4, (W + 2 * T) // 4, 3), dtype=np.uint8).repeat(4, 0).repeat(4, 1)
-    return np.stack([canvas[:, 2 * t : 2 * t + W] for t in range(T)])
+    return panning_clip(T, (H, W), (0, 2), seed)
 
 
 def test_flow_fusion_keeps_carried_pixels_and_paints_only_the_holes(models):
