@@ -98,7 +98,8 @@ def time_plain_unet(unet, models, steps: int, guidance: float, frames: int, size
 def time_propdpm(models, steps: int, guidance: float, frames: int, size: int, device: str) -> float:
     import numpy as np
 
-    from magicprop.propagation import PropagationSettings, propagate_latents
+    from magicprop.propagation import PropagationSettings
+    from magicprop.propagation.sampling import propagate_latents
 
     rng = np.random.default_rng(0)
     depth = rng.random((frames, size, size), dtype=np.float32)
@@ -115,7 +116,8 @@ def memory_child(args) -> None:
     """Propagate and stream-decode `args.frames` frames; print the peak memory in MB."""
     import numpy as np
 
-    from magicprop.propagation import PropagationSettings, decode_frames, propagate_latents
+    from magicprop.propagation import PropagationSettings
+    from magicprop.propagation.sampling import decode_steps, propagate_latents
     from magicprop.video import VideoWriter
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
@@ -131,7 +133,7 @@ def memory_child(args) -> None:
             models, depth, key, 0, PropagationSettings(num_inference_steps=2), work_dir=Path(tmp) / "work", progress=False
         )
         with VideoWriter(Path(tmp) / "out.mp4", fps=8) as writer:
-            for frame in decode_frames(models, store, where, key, 0):
+            for frame in decode_steps(models, store, where, key, 0):
                 writer.write(frame)
     if args.device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20

@@ -29,10 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from magicprop.baselines import propagate_copy, propagate_flow
-from magicprop.evaluation import color_shift, psnr, ssim, warp_error
+from magicprop.evaluation import score_against_truth
 from magicprop.models.bundle import PropagationModels
-from magicprop.propagation import PropagationSettings, blend_keyframes, propagate
+from magicprop.propagation import PROPAGATORS, PropagationRequest, PropagationSettings
 from magicprop.synthetic import render_clip
 
 HELD_OUT = 900_000
@@ -53,24 +52,18 @@ def render_case(case: dict):
 
 
 def score(frames, truth, source, k) -> dict:
-    keep = ~np.isin(np.arange(len(truth)), k)  # every given keyframe is left out
-    p = np.minimum(psnr(frames, truth), 100.0)
-    return {
-        "psnr": float(p[keep].mean()),
-        "ssim": float(ssim(frames, truth)[keep].mean()),
-        "warp_error": float(np.nanmean(warp_error(frames, source))),
-        "color_shift": float(color_shift(frames, truth)[keep].mean()),
-        "psnr_per_frame": p.tolist(),
-    }
+    """`evaluation.score_against_truth` (the demo's scoring), with the per-frame PSNR curve as a flat list."""
+    scores = score_against_truth(frames, truth, source, k)
+    return {**{key: v for key, v in scores.items() if key != "per_frame"}, "psnr_per_frame": scores["per_frame"]["psnr"]}
 
 
 def propagate_latent_warp(models: PropagationModels, source: np.ndarray, keyframe: np.ndarray, k: int) -> np.ndarray:
     """The keyframe's VAE latent carried frame to frame by `warp_latent` along the source's flow, then decoded."""
     import torch
 
-    from magicprop.flow import optical_flow
+    from magicprop.motion.flow import optical_flow
     from magicprop.models.propdpm import warp_latent
-    from magicprop.models.reference import images_to_tensor, tensor_to_images, vae_decode, vae_encode
+    from magicprop.models.encoders import images_to_tensor, tensor_to_images, vae_decode, vae_encode
 
     with torch.no_grad():
         z = {k: vae_encode(models.vae, images_to_tensor(keyframe, models.device, models.dtype))}
@@ -81,40 +74,44 @@ def propagate_latent_warp(models: PropagationModels, source: np.ndarray, keyfram
         return np.stack([keyframe if t == k else tensor_to_images(vae_decode(models.vae, z[t]))[0] for t in range(len(source))])
 
 
-def run(args) -> dict:
+def methods_of(args) -> dict:
+    """label -> (propagator, models): every weight-free propagator by its name; each model under its label with the
+    first learned propagator (PropDPM alone) and, with --hybrid, as "LABEL NAME" with the other learned ones."""
     models = {label: PropagationModels.from_pretrained(path) for label, path in args.models}
+    learned = [p for p in PROPAGATORS.values() if p.needs_model]
+    methods = {}
+    for label, m in models.items():
+        methods[label] = (learned[0], m)
+        if args.hybrid:
+            methods.update({f"{label} {p.name}": (p, m) for p in learned[1:]})
+    methods.update({p.name: (p, None) for p in PROPAGATORS.values() if not p.needs_model})
+    return methods
+
+
+def run(args) -> dict:
+    methods = methods_of(args)
     settings = PropagationSettings(num_inference_steps=args.steps, seed=0)
-    variants = {label: (m, settings) for label, m in models.items()}  # label -> (models, settings) of a PropDPM run
-    if args.hybrid:
-        fused = PropagationSettings(num_inference_steps=args.steps, seed=0, flow_fusion=True)
-        variants.update({f"{label} hybrid": (m, fused) for label, m in models.items()})
+    learned = [label for label, (_, m) in methods.items() if m is not None]
+    first_model = methods[learned[0]][1] if learned else None
     rows = []
     for case in cases(args.clips, args.lengths, args.positions, args.edits, args.textures, args.motions, args.first_seed):
         source, edited, depth = render_case(case)
         k = case["keyframe"]
-        key = edited[k]
-        outputs = {label: propagate(m, depth, key, k, s, progress=False, video=source) for label, (m, s) in variants.items()}
-        if args.latent_warp:
-            outputs["latent warp"] = propagate_latent_warp(next(iter(models.values())), source, key, k)
-        outputs["flow"] = propagate_flow(source, key, k, progress=False)
-        outputs["copy"] = propagate_copy(source, key, k)
-        given = {method: k for method in outputs}
+        runs = {label: (p, m, {k: edited[k]}) for label, (p, m) in methods.items()}
         if args.keyframe_every:
             keys = sorted({*range(0, len(source), args.keyframe_every), len(source) - 1})
-            renders = {label: lambda kk, a, b, m=m, s=s: propagate(m, depth[a:b], edited[kk], kk - a, s, progress=False, video=source[a:b])
-                       for label, (m, s) in variants.items()}  # fmt: skip
-            renders["flow"] = lambda kk, a, b: propagate_flow(source[a:b], edited[kk], kk - a, progress=False)
-            renders["copy"] = lambda kk, a, b: propagate_copy(source[a:b], edited[kk], kk - a)
-            for label, render in renders.items():
-                name = f"{label} every {args.keyframe_every}"
-                outputs[name], given[name] = np.stack(list(blend_keyframes(render, keys, len(source)))), keys
+            runs.update({f"{label} every {args.keyframe_every}": (p, m, {kk: edited[kk] for kk in keys})
+                         for label, (p, m) in methods.items()})  # fmt: skip
+        outputs, given = {}, {}
+        for label, (propagator, models, keyframes) in runs.items():
+            request = PropagationRequest(source=source, keyframes=keyframes, depth=depth, models=models, settings=settings, progress=False)
+            outputs[label], given[label] = np.stack(list(propagator(request))), list(keyframes)
+            if args.latent_warp and learned and label == learned[-1]:  # reported after the models, before the baselines
+                outputs["latent warp"], given["latent warp"] = propagate_latent_warp(first_model, source, edited[k], k), [k]
         for method, frames in outputs.items():
             rows.append({**case, "method": method, **score(frames, edited, source, given[method])})
         print(f"{case}: " + ", ".join(f"{r['method']} {r['psnr']:.2f}" for r in rows[-len(outputs):]), flush=True)
-    methods = list(variants) + (["latent warp"] if args.latent_warp else []) + ["flow", "copy"]
-    if args.keyframe_every:
-        methods += [f"{m} every {args.keyframe_every}" for m in methods]
-    return {"rows": rows, "methods": methods, "steps": args.steps}
+    return {"rows": rows, "methods": list(dict.fromkeys(r["method"] for r in rows)), "steps": args.steps}
 
 
 def summarise(result: dict) -> dict:
@@ -191,7 +188,7 @@ def main() -> None:
     p.add_argument("--keyframe-every", type=int, default=0, metavar="N",
                    help="also run every method from true keyframes every N frames and the last (several keyframes)")
     p.add_argument("--hybrid", action="store_true",
-                   help="also run each model with flow fusion, as 'LABEL hybrid' (the `hybrid` propagator)")
+                   help="also run each model with the other learned propagators, as 'LABEL NAME' (e.g. 'propdpm hybrid')")
     p.add_argument("--latent-warp", action="store_true",
                    help="also run 'latent warp': the keyframe latent warped along the flow, no network (the floor of predict_residual)")
     p.add_argument("--first-seed", type=int, default=HELD_OUT, metavar="S",

@@ -34,7 +34,7 @@ def test_first_seed_picks_another_held_out_set(bench):
 
 
 def test_hybrid_rows_score_what_each_method_returns(bench):
-    from magicprop.baselines import propagate_copy, propagate_flow
+    from magicprop.propagation.classical import propagate_copy, propagate_flow
     from magicprop.evaluation import psnr
 
     result = bench.run(_args())
@@ -51,10 +51,10 @@ def test_hybrid_rows_score_what_each_method_returns(bench):
     # latent warp: no network, so one frame on is the keyframe latent warped by the source's flow, decoded
     import torch
 
-    from magicprop.flow import optical_flow
+    from magicprop.motion.flow import optical_flow
     from magicprop.models import PropagationModels
     from magicprop.models.propdpm import warp_latent
-    from magicprop.models.reference import images_to_tensor, tensor_to_images, vae_decode, vae_encode
+    from magicprop.models.encoders import images_to_tensor, tensor_to_images, vae_decode, vae_encode
 
     m = PropagationModels.from_pretrained(None)
     with torch.no_grad():

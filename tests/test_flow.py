@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from magicprop.errors import UsageError
-from magicprop.flow import occlusion_mask, optical_flow, outside_frame, warp
+from magicprop.motion.flow import occlusion_mask, optical_flow, outside_frame, warp
 
 SHIFT = (3, 2)  # (dy, dx): b = a moved 3 px down and 2 px right
 INNER = np.s_[12:-12, 12:-12]  # away from np.roll's wrapped border and DIS's edge patches

@@ -45,7 +45,7 @@ def test_end_to_end_shapes_and_seed(pipe, clip):
     assert a.keyframe.shape == (48, 80, 3) and a.keyframe_index == 3  # the middle frame
     np.testing.assert_array_equal(a.frames[3], a.keyframe)
     assert a.depth.shape == (6, 48, 80) and 0 <= a.depth.min() and a.depth.max() <= 1
-    assert calls == [(3, 6), (5, 6), (6, 6)]  # keyframe 3 done; then both chains per step; then the last backward frame
+    assert calls == [(1, 6), (3, 6), (5, 6), (6, 6)]  # keyframe 3 done first; both chains per step; the last backward frame
     b, c = _run(pipe, clip.source), _run(pipe, clip.source, seed=1)
     np.testing.assert_array_equal(a.frames, b.frames)
     assert not np.array_equal(a.frames, c.frames)
@@ -109,7 +109,7 @@ def test_given_depth_skips_the_depth_model(paths, clip):
 
 
 def test_resume_redoes_nothing_finished(pipe, clip, tmp_path, monkeypatch):
-    import magicprop.propagation as propagation
+    import magicprop.propagation.sampling as propagation
 
     work = tmp_path / "work"
     full = _run(pipe, clip.source, work_dir=work)

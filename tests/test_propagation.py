@@ -5,7 +5,9 @@ import pytest
 
 from fixtures import get_dummy_propagation_models, panning_clip
 from magicprop.errors import UsageError
-from magicprop.propagation import LatentStore, PropagationSettings, propagate
+from magicprop.propagation import FlowFusion, PropagationSettings
+from magicprop.propagation.sampling import propagate
+from magicprop.propagation.store import LatentStore
 
 T, H, W = 5, 32, 48  # non-square: latents 16x24, adaptor grid 8x12
 
@@ -89,7 +91,7 @@ def test_interrupted_run_resumes_to_identical_output(models, tmp_path, monkeypat
     assert sorted(p.name for p in (work / "steps").iterdir()) == ["00001.safetensors", "00002.safetensors"]
 
     denoised = {"n": 0}
-    from magicprop import propagation
+    from magicprop.propagation import sampling as propagation
 
     real_denoise = propagation.denoise
 
@@ -149,12 +151,12 @@ def _panning_video(seed=7):
     return panning_clip(T, (H, W), (0, 2), seed)
 
 
-def test_flow_fusion_keeps_carried_pixels_and_paints_only_the_holes(models):
-    from magicprop.flow import carry, optical_flow
+def test_hybrid_fusion_keeps_carried_pixels_and_paints_only_the_holes(models):
+    from magicprop.motion.flow import carry, optical_flow
 
     depth, key = _inputs()
     video = _panning_video()
-    fused = propagate(models, depth, key, 0, PropagationSettings(num_inference_steps=2, seed=3, flow_fusion=True), progress=False, video=video)
+    fused = propagate(models, depth, key, 0, FAST, progress=False, video=video, fusion=FlowFusion(video))
     plain = propagate(models, depth, key, 0, FAST, progress=False, video=video)
     assert fused.shape == (T, H, W, 3) and np.array_equal(fused[0], key)
     # Frame 1: both runs denoise the same noise from the same keyframe latent, so PropDPM's rendering is `plain[1]`;
@@ -165,15 +167,13 @@ def test_flow_fusion_keeps_carried_pixels_and_paints_only_the_holes(models):
     assert np.array_equal(fused[1][hole], plain[1][hole])
     # later frames continue from the fused frame, not from PropDPM's own latent
     assert not np.array_equal(fused[2], plain[2])
-    with pytest.raises(UsageError, match="pass the source frames"):
-        propagate(models, depth, key, 0, PropagationSettings(flow_fusion=True), progress=False)
 
 
-def test_flow_fusion_resumes_to_identical_frames_and_is_part_of_the_fingerprint(models, tmp_path, monkeypatch):
+def test_hybrid_fusion_resumes_to_identical_frames_and_is_part_of_the_fingerprint(models, tmp_path, monkeypatch):
     depth, key = _inputs()
     video = _panning_video()
-    settings = PropagationSettings(num_inference_steps=2, seed=3, flow_fusion=True)
-    reference = propagate(models, depth, key, 1, settings, progress=False, video=video)
+    settings, fusion = FAST, FlowFusion(video)
+    reference = propagate(models, depth, key, 1, settings, progress=False, video=video, fusion=fusion)
     work = tmp_path / "w"
     original = LatentStore.save_step
 
@@ -184,14 +184,14 @@ def test_flow_fusion_resumes_to_identical_frames_and_is_part_of_the_fingerprint(
 
     monkeypatch.setattr(LatentStore, "save_step", crash_at_step_three)
     with pytest.raises(KeyboardInterrupt):
-        propagate(models, depth, key, 1, settings, work_dir=work, progress=False, video=video)
+        propagate(models, depth, key, 1, settings, work_dir=work, progress=False, video=video, fusion=fusion)
     monkeypatch.setattr(LatentStore, "save_step", original)
     from safetensors.torch import load_file
 
     assert sorted(load_file(str(work / "steps" / "00002.safetensors"))) == ["3", "frame/3"]  # step 2: frame 3 (frame -1 is out)
-    resumed = propagate(models, depth, key, 1, settings, work_dir=work, resume=True, progress=False, video=video)
+    resumed = propagate(models, depth, key, 1, settings, work_dir=work, resume=True, progress=False, video=video, fusion=fusion)
     assert np.array_equal(resumed, reference)
-    with pytest.raises(UsageError, match="other settings.*flow_fusion"):
+    with pytest.raises(UsageError, match="other settings.*fusion"):
         propagate(models, depth, key, 1, FAST, work_dir=work, resume=True, progress=False, video=video)
 
 
@@ -201,9 +201,9 @@ def test_a_residual_model_samples_the_correction_to_the_warped_previous_latent()
     import torch
 
     from magicprop.models.propdpm import warp_latent
-    from magicprop.models.reference import images_to_tensor, vae_encode
-    from magicprop.flow import optical_flow
-    from magicprop.propagation import propagate_latents
+    from magicprop.models.encoders import images_to_tensor, vae_encode
+    from magicprop.motion.flow import optical_flow
+    from magicprop.propagation.sampling import propagate_latents
 
     residual = get_dummy_propagation_models(use_warped_previous=True, predict_residual=True)
     plain = get_dummy_propagation_models(use_warped_previous=True)

@@ -93,7 +93,8 @@ def test_loss_decreases_and_the_export_propagates(ws):
     assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["step-0000056", "step-0000060"]  # keep 2
 
     from magicprop.models import PropagationModels
-    from magicprop.propagation import PropagationSettings, propagate
+    from magicprop.propagation import PropagationSettings
+    from magicprop.propagation.sampling import propagate
     from magicprop.synthetic import render_clip
 
     models = PropagationModels.from_pretrained(out / "final")
@@ -183,7 +184,8 @@ def test_warped_previous_trains_from_sd_and_the_export_needs_the_video(ws, tmp_p
     assert "optical flow" in capsys.readouterr().err and not (tmp_path / "run2" / "checkpoints").exists()
 
     from magicprop.models import PropagationModels
-    from magicprop.propagation import PropagationSettings, propagate
+    from magicprop.propagation import PropagationSettings
+    from magicprop.propagation.sampling import propagate
     from magicprop.synthetic import render_clip
 
     models = PropagationModels.from_pretrained(out / "final")

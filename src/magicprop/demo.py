@@ -19,7 +19,6 @@ from .fileio import atomic_path, atomic_write_json, ensure_writable_dir
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("propdpm", "hybrid", "flow", "copy")
 HELD_OUT_SEED = 900_000  # training uses seeds below 100_000 (see the tiny-synthetic recipe)
 
 
@@ -36,38 +35,23 @@ class DemoSettings:
 
 
 def run_methods(source, depth, keyframe, keyframe_index, *, models=None, steps=25, seed=0, progress=True) -> dict:
-    """Propagate one keyframe with every method; returns {method: frames (T, H, W, 3) uint8}."""
-    from .baselines import propagate_copy, propagate_flow
+    """Propagate one keyframe with every registered propagator; returns {name: frames (T, H, W, 3) uint8}."""
     from .models.bundle import PropagationModels
-    from .propagation import PropagationSettings, propagate
+    from .propagation import PROPAGATORS, PropagationRequest, PropagationSettings
 
-    models = models or PropagationModels.from_pretrained(None)
-    settings = PropagationSettings(num_inference_steps=steps, seed=seed)
-    fused = PropagationSettings(num_inference_steps=steps, seed=seed, flow_fusion=True)
-    return {
-        "propdpm": propagate(models, depth, keyframe, keyframe_index, settings, progress=progress, video=source),
-        "hybrid": propagate(models, depth, keyframe, keyframe_index, fused, progress=progress, video=source),
-        "flow": propagate_flow(source, keyframe, keyframe_index, progress=progress),
-        "copy": propagate_copy(source, keyframe, keyframe_index),
-    }
+    request = PropagationRequest(
+        source=source, keyframes={keyframe_index: keyframe}, depth=depth,
+        models=models or PropagationModels.from_pretrained(None),
+        settings=PropagationSettings(num_inference_steps=steps, seed=seed), progress=progress,
+    )  # fmt: skip
+    return {name: np.stack(list(propagator(request))) for name, propagator in PROPAGATORS.items()}
 
 
 def score(outputs: dict, truth: np.ndarray, source: np.ndarray, keyframe_index: int) -> dict:
-    """Per-method means and per-frame curves; the keyframe itself is excluded from the means (it is given)."""
-    from .evaluation import psnr, ssim, warp_error
+    """Per-method means and per-frame curves (`evaluation.score_against_truth`); the keyframe is left out of the means."""
+    from .evaluation import score_against_truth
 
-    keep = np.arange(len(truth)) != keyframe_index
-    metrics = {}
-    for name, frames in outputs.items():
-        p = np.minimum(psnr(frames, truth), 100.0)
-        s = ssim(frames, truth)
-        metrics[name] = {
-            "psnr": float(p[keep].mean()),
-            "ssim": float(s[keep].mean()),
-            "warp_error": float(np.mean(warp_error(frames, source))),
-            "per_frame": {"psnr": p.tolist(), "ssim": s.tolist()},
-        }
-    return metrics
+    return {name: score_against_truth(frames, truth, source, keyframe_index) for name, frames in outputs.items()}
 
 
 def plot_drift(metrics: dict, path: Path, keyframe_index: int, title: str) -> None:
@@ -112,6 +96,7 @@ def format_table(metrics: dict) -> str:
 
 def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, model: str | None = None, progress: bool = True) -> dict:
     from .models.bundle import PropagationModels
+    from .propagation import PROPAGATORS
     from .synthetic import render_clip
     from .video import save_image, side_by_side, write_video
 
@@ -129,9 +114,10 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, mo
     # 4. Write what a person wants to look at
     write_video(out / "source.mp4", clip.source, settings.fps)
     write_video(out / "ground_truth.mp4", clip.edited, settings.fps)
-    write_video(out / "edited.mp4", outputs["propdpm"], settings.fps)
-    panels = [clip.source, clip.edited] + [outputs[m] for m in METHODS]
-    comparison = side_by_side(panels, ["source", "truth", *METHODS])
+    learned = next(name for name in outputs if PROPAGATORS[name].needs_model)  # the first: PropDPM alone
+    write_video(out / "edited.mp4", outputs[learned], settings.fps)
+    panels = [clip.source, clip.edited] + list(outputs.values())
+    comparison = side_by_side(panels, ["source", "truth", *outputs])
     write_video(out / "comparison.mp4", comparison, settings.fps)
     save_image(out / "comparison.png", contact_sheet(comparison, k))
     plot_drift(metrics, out / "drift.png", k, f"{settings.frames} frames, {settings.edit} edit, keyframe {k}")

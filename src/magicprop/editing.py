@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Literal, Protocol, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
@@ -31,21 +31,6 @@ logger = logging.getLogger(__name__)
 EditKind = Literal["text", "img2img", "inpaint"]
 SchedulerName = Literal["unipc", "ddim"]
 SD_MULTIPLE = 8  # diffusers' SD pipelines refuse heights and widths that are not multiples of 8
-
-
-class KeyframeEditor(Protocol):
-    def edit_keyframe(
-        self,
-        image: np.ndarray,
-        depth: np.ndarray | None,
-        prompt: str | None = None,
-        negative_prompt: str | None = None,
-        mask: np.ndarray | None = None,
-        num_inference_steps: int = 30,
-        guidance_scale: float = 7.5,
-        strength: float | None = None,
-        generator: torch.Generator | None = None,
-    ) -> np.ndarray: ...
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -132,3 +133,8 @@ def check_output_path(output: PathLike, *inputs: PathLike | None) -> Path:
             raise UsageError(f"output path {out} is the same as the input; choose another output name (inputs are never overwritten)")
     ensure_writable_dir(out.parent if out.parent != Path("") else Path("."))
     return out
+
+
+def natural_key(path: PathLike) -> list:
+    """Sort key for file names in natural order: 2.png before 10.png (numbers compare as numbers)."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", Path(path).name)]

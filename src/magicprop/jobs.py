@@ -29,13 +29,11 @@ from typing import Any
 import numpy as np
 
 from .errors import UsageError
-from .fileio import atomic_write_json, check_output_path, expand_user, require_file
+from .fileio import atomic_write_json, check_output_path, expand_user, natural_key, require_file
 from .hub import DEFAULT_IDS
+from .propagation import get_propagator
 
 logger = logging.getLogger(__name__)
-
-PROPAGATORS = ("propdpm", "hybrid", "flow", "copy")  # PropDPM (the paper's model), PropDPM fused with flow, or a baseline
-LEARNED = ("propdpm", "hybrid")  # the propagators that run PropDPM (and so need its model and the clip's depth)
 
 
 @dataclass
@@ -56,7 +54,7 @@ class EditJob:
     strength: float | None = None  # None: paint the keyframe from noise; (0, 1]: start from the frame
     propagation_steps: int = 25
     propagation_guidance_scale: float = 1.0
-    propagator: str = "propdpm"
+    propagator: str = "propdpm"  # a name in magicprop.propagation.PROPAGATORS
     model: str | None = None  # propagation model folder; None = the embedded tiny model
     base_model: str = DEFAULT_IDS["sd15"]
     controlnet: str = DEFAULT_IDS["controlnet_depth"]
@@ -182,7 +180,7 @@ class PipelineCache:
     pipelines: dict = field(default_factory=dict)
 
     def get(self, job: EditJob):
-        from .pipeline import MagicPropPipeline
+        from .pipeline import MagicPropPipeline  # here, not at the top: torch loads only when a job runs (fast --help)
 
         key = (job.propagator, job.model, job.base_model, job.controlnet, job.depth_model, job.sam_model, job.device,
                job.dtype, job.cpu_offload, job.allow_pickle)  # fmt: skip
@@ -196,7 +194,7 @@ class PipelineCache:
 
 def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = "edit") -> dict[str, Any]:
     """Run one job from files to files (see the module docstring); returns what OUT.json holds."""
-    import torch
+    import torch  # here, not at the top: `magicprop --help` does not load torch
 
     from . import __version__
     from .pipeline import check_call_inputs
@@ -205,8 +203,7 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
     t0 = time.time()
     # 1. Check inputs and outputs before loading anything: a typo costs nothing, an input is never overwritten
     require_file(job.video, "video")
-    if job.propagator not in PROPAGATORS:
-        raise UsageError(f"unknown propagator {job.propagator!r}; choose one of {', '.join(PROPAGATORS)}")
+    get_propagator(job.propagator)  # an unknown name fails here, naming the choices
     if job.keyframes and (job.keyframe_image or job.prompt):
         raise UsageError("give either --keyframes DIR (several edited keyframes) or one --keyframe-image / --prompt, not both")
     keyframe_paths = keyframe_files(job.keyframes) if job.keyframes else None
@@ -299,7 +296,7 @@ def keyframe_files(folder: str | Path) -> dict[int, Path]:
 def mask_files(folder: str | Path, num_frames: int) -> list[Path]:
     """The folder's .png/.jpg masks in natural order (2.png before 10.png); one per frame."""
     files = [p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg") and not p.name.startswith(".")]
-    files.sort(key=lambda p: [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)])
+    files.sort(key=natural_key)
     if len(files) != num_frames:
         raise UsageError(f"{folder} holds {len(files)} mask images but the clip has {num_frames} frames; give one mask per frame")
     return files
@@ -307,10 +304,11 @@ def mask_files(folder: str | Path, num_frames: int) -> list[Path]:
 
 def _used(key: str, job: EditJob) -> bool:
     """Whether the job needed this model (OUT.json lists only those)."""
+    propagator = get_propagator(job.propagator)
     return {
         "base_model": bool(job.prompt), "controlnet": bool(job.prompt), "sam_model": bool(job.mask_points),
-        "depth_model": job.depth is None and (job.propagator in LEARNED or bool(job.prompt)),
-        "propagation_model": job.propagator in LEARNED,
+        "depth_model": job.depth is None and (propagator.needs_depth or bool(job.prompt)),
+        "propagation_model": propagator.needs_model,
     }.get(key, True)  # fmt: skip
 
 

@@ -19,56 +19,28 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Mapping, Sequence
+from typing import Callable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
+from .devices import resolve_device, resolve_dtype
 from .editing import (
     ControlNetDepthEditor, PointSegmenter, UserKeyframe, choose_keyframe, composite, default_feather, feather_mask, split_masks,
 )  # fmt: skip
 from .errors import UsageError
 from .fileio import atomic_write_json, require_file
-from .jobs import LEARNED, PROPAGATORS
 from .models.bundle import PropagationModels
 from .models.configs import DEFAULT_IDS
+from .models.encoders import vae_scale_factor
+from .propagation import PropagationRequest, PropagationSettings, Propagator, get_propagator, resolve_keyframes
+from .propagation.store import check_fingerprint
 from .video import load_image, read_video, resize_frames, save_image, working_size
 
 logger = logging.getLogger(__name__)
 
-Propagator = Literal["propdpm", "hybrid", "flow", "copy"]
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}  # fmt: skip
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """The device asked for, else the best available: CUDA, then Apple's MPS, then the CPU."""
-    if device is not None:
-        device = torch.device(device)
-        mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-        if (device.type == "cuda" and not torch.cuda.is_available()) or (device.type == "mps" and not mps):
-            raise UsageError(f"device {device} asked for, but it is not available here; use --device cpu")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """float16 on CUDA (half the memory, twice the speed, as SD is usually run), float32 elsewhere, unless asked."""
-    if dtype is None:
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if str(dtype).lower() not in _DTYPES:
-        raise UsageError(f"unknown dtype {dtype!r}; choose fp32, fp16 or bf16")
-    resolved = _DTYPES[str(dtype).lower()]
-    if device.type == "cpu" and resolved == torch.float16:
-        logger.warning("float16 on the CPU is slow and some operations lack kernels; prefer fp32 or bf16 there")
-    return resolved
+ImageInput = str | os.PathLike | np.ndarray
 
 
 def check_call_inputs(prompt, keyframe_image, mask, mask_points, strength) -> None:
@@ -93,13 +65,14 @@ class MagicPropOutput:
 
 
 class MagicPropPipeline:
-    """Stage I editor + stage II propagator. Build it with `from_pretrained`; call it on a clip."""
+    """Stage I editor + stage II propagator. Build it with `from_pretrained`; call it on a clip, or call its two stages
+    yourself: `edit_keyframe` (stage I) and `propagate` (stage II)."""
 
     def __init__(
         self,
         propagation_models: PropagationModels | None = None,
         *,
-        propagator: Propagator = "propdpm",
+        propagator: str | Propagator = "propdpm",
         editor: ControlNetDepthEditor | None = None,
         depth_estimator=None,
         segmenter: PointSegmenter | None = None,
@@ -110,12 +83,8 @@ class MagicPropPipeline:
         cpu_offload: bool = False,
         allow_pickle: bool = False,
     ):
-        if propagator not in PROPAGATORS:
-            raise UsageError(f"unknown propagator {propagator!r}; choose one of {', '.join(PROPAGATORS)}")
-        if propagator in LEARNED and propagation_models is None:
-            raise UsageError(f"the {propagator} propagator needs propagation models; load them with MagicPropPipeline.from_pretrained")
         self.propagation_models = propagation_models
-        self.propagator = propagator
+        self.propagator = self._propagator(propagator)  # the default of every call; a call may name another
         self.editor, self.depth_estimator, self.segmenter = editor, depth_estimator, segmenter
         self.model_ids = {**_default_ids(), **(model_ids or {})}
         self.device, self.dtype = torch.device(device), dtype
@@ -132,35 +101,44 @@ class MagicPropPipeline:
         depth_model: str | os.PathLike = DEFAULT_IDS["depth"],
         *,
         sam_model: str | os.PathLike = DEFAULT_IDS["sam"],
-        propagator: Propagator = "propdpm",
+        propagator: str | Propagator = "propdpm",
         device: str | torch.device | None = None,
         torch_dtype: str | torch.dtype | None = None,
         enable_model_cpu_offload: bool = False,
         load_editor: bool = True,
         allow_pickle: bool = False,
     ) -> "MagicPropPipeline":
-        """Load the propagation model now (None = the tiny model embedded in the package); SD, the ControlNet, the depth
-        model and SAM are only named here and loaded by the first call that needs them (`prepare`).
+        """Load the propagation model now when the propagator needs one (None = the tiny model embedded in the package);
+        SD, the ControlNet, the depth model and SAM are only named here and loaded by the first call that needs them.
 
         enable_model_cpu_offload: for GPUs with little memory: SD's parts visit the GPU one at a time (diffusers'
             hooks) and PropDPM is moved there only while it propagates.
         load_editor: False never loads stage I (a prompt is then refused): for propagation-only services.
         """
-        if propagator not in PROPAGATORS:
-            raise UsageError(f"unknown propagator {propagator!r}; choose one of {', '.join(PROPAGATORS)}")
+        chosen = get_propagator(propagator) if isinstance(propagator, str) else propagator
         dev = resolve_device(device)
         dtype = resolve_dtype(torch_dtype, dev)
         models = None
-        if propagator in LEARNED:
+        if chosen.needs_model:
             models = PropagationModels.from_pretrained(propagation_model, allow_pickle=allow_pickle)
             move(models, "cpu" if enable_model_cpu_offload else dev, _changed(models.dtype, dtype))
         ids = {"base_model": str(base_model), "controlnet": str(controlnet), "depth_model": str(depth_model), "sam_model": str(sam_model),
                "propagation_model": models.source if models is not None else None}  # fmt: skip
-        return cls(models, propagator=propagator, model_ids=ids, device=dev, dtype=dtype, load_editor=load_editor,
+        return cls(models, propagator=chosen, model_ids=ids, device=dev, dtype=dtype, load_editor=load_editor,
                    cpu_offload=enable_model_cpu_offload, allow_pickle=allow_pickle)  # fmt: skip
 
+    def _propagator(self, propagator: str | Propagator | None) -> Propagator:
+        """The propagator a call uses (its name resolved in the registry), refused when it needs absent models."""
+        if propagator is None:
+            return self.propagator
+        chosen = get_propagator(propagator) if isinstance(propagator, str) else propagator
+        if chosen.needs_model and self.propagation_models is None:
+            raise UsageError(f"the {chosen.name} propagator needs propagation models; load them with MagicPropPipeline.from_pretrained")
+        return chosen
+
     # -----------------------------------------------------------------------------------------------------------------
-    def prepare(self, *, prompt: str | None = None, depth=None, mask_points: Sequence | None = None) -> None:
+    def prepare(self, *, prompt: str | None = None, depth=None, mask_points: Sequence | None = None,
+                propagator: str | Propagator | None = None) -> None:  # fmt: skip
         """Load every model a call with these inputs will need, so that a missing one fails before any work."""
         if prompt and self.editor is None:
             if not self.load_editor_allowed:
@@ -170,7 +148,7 @@ class MagicPropPipeline:
                 self.editor.to(dtype=_changed(self.editor.dtype, self.dtype)).enable_model_cpu_offload(self.device)
             else:
                 self.editor.to(self.device, _changed(self.editor.dtype, self.dtype))
-        needs_depth = depth is None and (self.propagator in LEARNED or bool(prompt))
+        needs_depth = depth is None and (self._propagator(propagator).needs_depth or bool(prompt))
         if needs_depth and self.depth_estimator is None:
             from .motion import DepthEstimator
 
@@ -184,11 +162,87 @@ class MagicPropPipeline:
         """(h, w) within `max_pixels`, sides multiples of 8 (SD) and of 2x the propagation VAE's factor."""
         multiple = 8
         if self.propagation_models is not None:
-            from .models.reference import vae_scale_factor
-
             multiple = math.lcm(8, 2 * vae_scale_factor(self.propagation_models.vae))
         return working_size(height, width, max_pixels=max_pixels, multiple_of=multiple)
 
+    # -----------------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def edit_keyframe(
+        self,
+        image: np.ndarray,
+        prompt: str,
+        negative_prompt: str | None = None,
+        mask: np.ndarray | None = None,
+        num_inference_steps: int = 30,
+        guidance_scale: float = 7.5,
+        strength: float | None = None,
+        generator: torch.Generator | None = None,
+        depth: np.ndarray | None = None,
+        max_pixels: int = 512 * 512,
+    ) -> np.ndarray:
+        """Stage I alone: `image` ((H, W, 3) uint8, one frame) edited from `prompt` by SD 1.5 + depth ControlNet, at the
+        working size, returned at the image's size. mask: (H, W) bool, repaint only inside it. depth: (h, w) in
+        [0, 1] (1 = near); None = estimate it from the frame."""
+        from .motion import resize_depth
+
+        check_call_inputs(prompt, None, mask, None, strength)
+        self.prepare(prompt=prompt, depth=depth)
+        height, width = image.shape[:2]
+        h, w = self.working_size(height, width, max_pixels)
+        frame = resize_frames(image, (h, w))
+        if depth is None:
+            key_depth = self._depth(None, frame[None], 0, None, whole_clip=False, for_edit=True)[0]
+        else:
+            key_depth = resize_depth(np.asarray(depth, np.float32)[None], (h, w))[0]
+        edited = self.editor.edit_keyframe(
+            frame, key_depth, prompt=prompt, negative_prompt=negative_prompt, mask=_resize_mask(mask, (h, w)),
+            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, strength=strength, generator=generator,
+        )  # fmt: skip
+        return resize_frames(edited, (height, width))
+
+    @torch.no_grad()
+    def propagate(
+        self,
+        video: np.ndarray,
+        keyframes: Mapping[int, ImageInput],
+        *,
+        depth: np.ndarray | None = None,
+        settings: PropagationSettings | None = None,
+        propagator: str | Propagator | None = None,
+        max_pixels: int = 512 * 512,
+        work_dir: str | os.PathLike | None = None,
+        resume: bool = False,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """Stage II alone: `video` ((T, H, W, 3) uint8) with its keyframes ({frame index: edited image}, one or several)
+        propagated by `propagator` (a registry name; default the pipeline's), at the working size; frames come back
+        at the video's size. depth: (T, h, w) in [0, 1]; None = estimate it when the propagator needs it."""
+        frames = _check_video(video)
+        num_frames, height, width = frames.shape[:3]
+        keys = {i: _load_keyframe(img) for i, img in resolve_keyframes(dict(keyframes), num_frames).items()}
+        chosen = self._propagator(propagator)
+        self.prepare(depth=depth, propagator=chosen)
+        h, w = self.working_size(height, width, max_pixels)
+        work = resize_frames(frames, (h, w))
+        fitted = {i: UserKeyframe(img).edit_keyframe(work[i]) for i, img in keys.items()}
+        depth_map = self._depth(depth, work, next(iter(fitted)), _path(work_dir), whole_clip=chosen.needs_depth, for_edit=False)
+        out = np.empty_like(frames)
+        for t, frame in enumerate(self._propagate_at_working_size(work, fitted, depth_map, settings or PropagationSettings(),
+                                                                  chosen, _path(work_dir), resume, callback)):  # fmt: skip
+            out[t] = resize_frames(frame, (height, width))
+        return out
+
+    def _propagate_at_working_size(self, work, keyframes: dict[int, np.ndarray], depth, settings: PropagationSettings,
+                                   propagator: Propagator, work_dir: Path | None, resume: bool, callback) -> Iterator[np.ndarray]:  # fmt: skip
+        """Yield the edited frames at the working size, in order."""
+        request = PropagationRequest(
+            source=work, keyframes=keyframes, depth=depth, models=self.propagation_models, settings=settings,
+            work_dir=None if work_dir is None else work_dir / "propagation", resume=resume, callback=callback,
+        )  # fmt: skip
+        with _on_device(self.propagation_models if propagator.needs_model else None, self.device, self.cpu_offload):
+            yield from propagator(request)
+
+    # -----------------------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(
         self,
@@ -197,7 +251,7 @@ class MagicPropPipeline:
         negative_prompt: str | None = None,
         mask: np.ndarray | None = None,
         keyframe_index: int | str = "auto",
-        keyframe_image: str | os.PathLike | np.ndarray | Mapping[int, str | os.PathLike | np.ndarray] | None = None,
+        keyframe_image: ImageInput | Mapping[int, ImageInput] | None = None,
         num_inference_steps: int = 30,
         guidance_scale: float = 7.5,
         strength: float | None = None,
@@ -213,8 +267,10 @@ class MagicPropPipeline:
         *,
         mask_points: Sequence[tuple[float, float]] | None = None,
         feather: int | None = None,
+        propagator: str | Propagator | None = None,
     ) -> MagicPropOutput:
-        """Edit `video` ((T, H, W, 3) uint8 or a path) and return it edited, at its own size.
+        """Edit `video` ((T, H, W, 3) uint8 or a path) and return it edited, at its own size: `edit_keyframe` (stage I,
+        unless keyframes are given) then `propagate` (stage II), both at the working size.
 
         prompt: the edit, for stage I (SD 1.5 + depth ControlNet); or `keyframe_image`, a keyframe edited elsewhere.
         mask: (H, W) keyframe mask: SD repaints only inside it. (T, H, W) per-frame masks: also composites every output
@@ -222,15 +278,16 @@ class MagicPropPipeline:
         mask_points: (x, y) clicks on the keyframe (source pixels): the keyframe mask from Segment Anything.
         keyframe_index: int (negative from the end) or "auto" (see `editing.choose_keyframe`).
         keyframe_image: a keyframe edited elsewhere (stage I is skipped); or several, {frame index: image}, each kept
-            exactly and propagated to its neighbours, crossfaded between them (`propagation.blend_keyframes`);
-            `keyframe_index` is then unused and `output.keyframe` is the first of them.
+            exactly and propagated to its neighbours; `keyframe_index` is then unused and `output.keyframe` is the
+            first of them.
         strength: None = paint the keyframe from noise; in (0, 1] = start from the frame (img2img / inpaint).
         generator: seeds stage I; its initial seed also seeds stage II. None draws a seed from torch's global RNG.
         depth: (T, h, w) in [0, 1] (1 = near) or a .npz from `magicprop depth`; None = estimate it.
         work_dir: where finished work is kept so `resume=True` continues a killed run; the caller removes it.
-        callback: progress, called as callback(frames_done, total) with the keyframe counted as done: after every
-            PropDPM step (both chains), or per frame for flow/copy; it ends at (total, total). Raising from it stops
-            the run (finished PropDPM steps stay in work_dir for `resume`); the web UI cancels this way.
+        callback: progress, called as callback(frames_done, total) with the keyframes counted as done, as the
+            propagator finishes frames; it ends at (total, total). Raising from it stops the run (finished work stays
+            in work_dir for `resume`); the web UI cancels this way.
+        propagator: a registry name (`magicprop.propagation.PROPAGATORS`) or a Propagator; default the pipeline's.
         """
         # 1. Check inputs
         check_call_inputs(prompt, keyframe_image, mask, mask_points, strength)
@@ -238,61 +295,51 @@ class MagicPropPipeline:
             raise UsageError(f"output_type must be 'np' or 'pil', got {output_type!r}")
         if propagation_steps < 1 or num_inference_steps < 1:
             raise UsageError("the numbers of sampling steps must be at least 1")
-        if isinstance(video, (str, os.PathLike)):
-            require_file(video, "video")
-        if isinstance(depth, (str, os.PathLike)):
-            require_file(depth, "depth file")
+        for what, path in (("video", video), ("depth file", depth)):
+            if isinstance(path, (str, os.PathLike)):
+                require_file(path, what)
         seed = generator.initial_seed() if generator is not None else int(torch.randint(0, 2**31 - 1, (1,)))
+        chosen = self._propagator(propagator)
+        # one keyframe and several share one path: {index: image} (an index of None is resolved from the masks below)
+        given = dict(keyframe_image) if isinstance(keyframe_image, Mapping) else None
+        if given is not None and (mask_points or (mask is not None and np.ndim(mask) == 2)):
+            raise UsageError("a keyframe mask or mask points select a region of one keyframe; with several keyframes give per-frame masks (--masks)")
 
         # 2. Load what this call needs, before any decoding
-        self.prepare(prompt=prompt, depth=depth, mask_points=mask_points)
-        several = isinstance(keyframe_image, Mapping)
-        if several and (mask_points or (mask is not None and np.ndim(mask) == 2)):
-            raise UsageError("a keyframe mask or mask points select a region of one keyframe; with several keyframes give per-frame masks (--masks)")
-        user_images = {i: _load_keyframe(img) for i, img in keyframe_image.items()} if several else None
-        user_image = None if several else _load_keyframe(keyframe_image)
+        self.prepare(prompt=prompt, depth=depth, mask_points=mask_points, propagator=chosen)
+        user_images = {i: _load_keyframe(img) for i, img in given.items()} if given is not None else None
+        user_image = None if given is not None else _load_keyframe(keyframe_image)
 
         # 3. Read the clip; masks and working size
         frames, fps = read_video(video) if isinstance(video, (str, os.PathLike)) else (_check_video(video), None)
         num_frames, height, width = frames.shape[:3]
         key_mask, frame_masks = split_masks(mask, num_frames, (height, width))
-        if several:
-            user_images = _resolve_keyframes(user_images, num_frames)
-        k = next(iter(user_images)) if several else choose_keyframe(num_frames, frame_masks, keyframe_index)
+        if user_images is not None:
+            user_images = resolve_keyframes(user_images, num_frames)
+        k = next(iter(user_images)) if user_images is not None else choose_keyframe(num_frames, frame_masks, keyframe_index)
         if frame_masks is not None:
             key_mask = frame_masks[k]
         if mask_points:
             key_mask = self.segmenter(frames[k], mask_points)
         h, w = self.working_size(height, width, max_pixels)
         work = resize_frames(frames, (h, w))
-        work_dir = Path(work_dir) if work_dir is not None else None
+        work_dir = _path(work_dir)
 
-        # 4. Depth: the whole clip for PropDPM, only the keyframe when it is just the ControlNet's condition
-        depth_map = self._depth(depth, work, k, bool(prompt), work_dir)
+        # 4. Depth: the whole clip when the propagator reads it, only the keyframe when it is just the ControlNet's
+        depth_map = self._depth(depth, work, k, work_dir, whole_clip=chosen.needs_depth, for_edit=bool(prompt))
 
-        # 5. Stage I: the edited keyframe (kept in the work folder, so a resumed run does not repaint it)
-        if key_mask is not None:
-            key_mask = resize_frames(key_mask.astype(np.uint8)[..., None], (h, w), interpolation="nearest")[..., 0] > 0
-        edit_args = dict(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
-                         guidance_scale=guidance_scale, strength=strength, mask=key_mask,
-                         feather=None if feather is None else round(feather * w / width))  # fmt: skip
-        stamp = {**edit_args, "mask": _digest(key_mask), "seed": seed, "keyframe_index": k, "size": [h, w], "frame": _digest(work[k]),
-                 "models": [self.model_ids["base_model"], self.model_ids["controlnet"]], "user_image": _digest(user_image)}  # fmt: skip
-        keyframe = _cached_keyframe(work_dir, stamp, resume) if not several else None
-        fitted = {} if not several else {i: UserKeyframe(img).edit_keyframe(work[i]) for i, img in user_images.items()}
-        if several:
-            keyframe = fitted[k]
-        elif keyframe is None:
-            editor = self.editor if prompt else UserKeyframe(user_image)
-            key_depth = None if depth_map is None else depth_map[k if len(depth_map) > 1 else 0]
-            generator = generator if generator is not None else torch.Generator().manual_seed(seed)
-            keyframe = editor.edit_keyframe(work[k], key_depth, generator=generator, **edit_args)
-            _store_keyframe(work_dir, stamp, keyframe)
+        # 5. Stage I: the edited keyframe(s) at the working size (kept in the work folder: a resumed run does not repaint)
+        if user_images is not None:
+            keyframes = {i: UserKeyframe(img).edit_keyframe(work[i]) for i, img in user_images.items()}
+        else:
+            edit_args = dict(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
+                             guidance_scale=guidance_scale, strength=strength, mask=_resize_mask(key_mask, (h, w)),
+                             feather=None if feather is None else round(feather * w / width))  # fmt: skip
+            keyframes = {k: self._stage_one(work[k], depth_map, k, user_image, edit_args, seed, generator, work_dir, resume)}
 
-        # 6. Stage II: propagate the keyframe to every other frame, at the working size
-        edited = self._propagate(
-            work, depth_map, fitted or {k: keyframe}, propagation_steps, propagation_guidance_scale, seed, work_dir, resume, callback
-        )
+        # 6. Stage II: propagate the keyframes to every other frame, at the working size
+        settings = PropagationSettings(num_inference_steps=propagation_steps, guidance_scale=propagation_guidance_scale, seed=seed)
+        edited = self._propagate_at_working_size(work, keyframes, depth_map, settings, chosen, work_dir, resume, callback)
 
         # 7. Back to the source's size; with per-frame masks, the source outside them
         radius = default_feather(height, width) if feather is None else feather
@@ -300,14 +347,28 @@ class MagicPropPipeline:
         for t, frame in enumerate(edited):
             frame = resize_frames(frame, (height, width))
             out[t] = frame if frame_masks is None else composite(frame, frames[t], feather_mask(frame_masks[t], radius))
-            if callback is not None and self.propagator not in LEARNED:  # PropDPM reports while it samples
-                callback(t + 1, num_frames)
-        key_out = resize_frames(keyframe, (height, width))
+        key_out = resize_frames(keyframes[k], (height, width))
         result = out if output_type == "np" else [Image.fromarray(f) for f in out]
-        return MagicPropOutput(frames=result, keyframe=key_out, keyframe_index=k, depth=depth_map if self.propagator in LEARNED else None, fps=fps)
+        return MagicPropOutput(frames=result, keyframe=key_out, keyframe_index=k, depth=depth_map if chosen.needs_depth else None, fps=fps)
+
+    def _stage_one(self, frame, depth_map, k: int, user_image, edit_args: dict, seed: int, generator, work_dir, resume) -> np.ndarray:
+        """The keyframe edited by SD (a prompt) or fitted from the user's image; cached in the work folder."""
+        stamp = {**edit_args, "mask": _digest(edit_args["mask"]), "seed": seed, "keyframe_index": k, "size": list(frame.shape[:2]),
+                 "frame": _digest(frame), "models": [self.model_ids["base_model"], self.model_ids["controlnet"]],
+                 "user_image": _digest(user_image)}  # fmt: skip
+        keyframe = _cached_keyframe(work_dir, stamp, resume)
+        if keyframe is None:
+            editor = self.editor if edit_args["prompt"] else UserKeyframe(user_image)
+            key_depth = None if depth_map is None else depth_map[k if len(depth_map) > 1 else 0]
+            generator = generator if generator is not None else torch.Generator().manual_seed(seed)
+            keyframe = editor.edit_keyframe(frame, key_depth, generator=generator, **edit_args)
+            _store_keyframe(work_dir, stamp, keyframe)
+        return keyframe
 
     # -----------------------------------------------------------------------------------------------------------------
-    def _depth(self, depth, work: np.ndarray, k: int, for_edit: bool, work_dir: Path | None) -> np.ndarray | None:
+    def _depth(self, depth, work: np.ndarray, k: int, work_dir: Path | None, *, whole_clip: bool, for_edit: bool) -> np.ndarray | None:
+        """The depth a call needs at the working size: given, or estimated for the whole clip (a propagator reads it) or
+        for the keyframe alone (the ControlNet's condition); None when nothing reads it."""
         from .motion import estimate_clip_depth, load_depth, resize_depth
 
         num_frames, h, w = work.shape[:3]
@@ -318,60 +379,21 @@ class MagicPropPipeline:
             if depth.ndim != 3 or len(depth) != num_frames:
                 raise UsageError(f"depth must be (T, H, W) with T = {num_frames} frames, got shape {depth.shape}")
             return resize_depth(depth, (h, w))
-        if self.propagator not in LEARNED and not for_edit:
+        if not whole_clip and not for_edit:
             return None
-        clip = work if self.propagator in LEARNED else work[k : k + 1]
+        clip = work if whole_clip else work[k : k + 1]
         cache = work_dir / "depth" if work_dir is not None else None
         estimator = self.depth_estimator
         with _on_device(estimator.model, self.device, self.cpu_offload):
             return estimate_clip_depth(clip, estimator, cache_dir=cache, size=(h, w))
 
-    def _propagate(self, work, depth, keyframes: dict[int, np.ndarray], steps, guidance, seed, work_dir: Path | None, resume: bool, callback=None):
-        """Yield the edited frames at the working size, in order, from one keyframe or several ({index: keyframe})."""
-        from .propagation import blend_keyframes
-
-        if self.propagator == "copy":
-            from .baselines import propagate_copy
-
-            render = lambda k, start, stop: propagate_copy(work[start:stop], keyframes[k], k - start)  # noqa: E731
-        elif self.propagator == "flow":
-            from .baselines import propagate_flow
-
-            render = lambda k, start, stop: propagate_flow(work[start:stop], keyframes[k], k - start)  # noqa: E731
-        else:
-            render = self._propdpm_renderer(work, depth, keyframes, steps, guidance, seed, work_dir, resume, callback)
-        yield from blend_keyframes(render, list(keyframes), len(work))
-
-    def _propdpm_renderer(self, work, depth, keyframes, steps, guidance, seed, work_dir, resume, callback):
-        from .propagation import PropagationSettings, decode_frames, keyframe_spans, propagate_latents
-
-        models = self.propagation_models
-        settings = PropagationSettings(num_inference_steps=steps, guidance_scale=guidance, seed=seed, flow_fusion=self.propagator == "hybrid")
-        # progress counts frames rendered, the keyframes as done: T for one keyframe, more where spans overlap
-        offsets, total = {}, len(keyframes)
-        for k, start, stop in keyframe_spans(list(keyframes), len(work)):
-            offsets[k], total = total, total + stop - start - 1
-
-        def render(k: int, start: int, stop: int):
-            # one keyframe keeps the single-keyframe work folder; several get a folder each, so each resumes alone
-            sub = None if work_dir is None else work_dir / "propagation" / ("" if len(keyframes) == 1 else f"keyframe-{k:05d}")
-            report = None if callback is None else (lambda done, _: callback(offsets[k] + done, total))
-            with _on_device(models, self.device, self.cpu_offload):
-                store, where = propagate_latents(
-                    models, depth[start:stop], keyframes[k], k - start, settings, work_dir=sub, resume=resume,
-                    callback=report, video=work[start:stop],
-                )  # fmt: skip
-                yield from decode_frames(models, store, where, keyframes[k], k - start)
-
-        return render
-
 
 # ---------------------------------------------------------------------------------------------------------------------
 class _on_device:
-    """With CPU offload, a model visits the GPU only for the block that uses it; otherwise a no-op."""
+    """With CPU offload, a model visits the GPU only for the block that uses it; otherwise (or for None) a no-op."""
 
     def __init__(self, module, device: torch.device, offload: bool):
-        self.module, self.device, self.active = module, device, offload and device.type != "cpu"
+        self.module, self.device, self.active = module, device, module is not None and offload and device.type != "cpu"
 
     def _to(self, device) -> None:
         move(self.module, device) if isinstance(self.module, PropagationModels) else self.module.to(device)
@@ -418,10 +440,7 @@ def _digest(array: np.ndarray | None) -> str | None:
 def _cached_keyframe(work_dir: Path | None, stamp: dict, resume: bool) -> np.ndarray | None:
     if work_dir is None or not resume or not (work_dir / "keyframe.json").is_file() or not (work_dir / "keyframe.png").is_file():
         return None
-    saved, stamp = json.loads((work_dir / "keyframe.json").read_text()), json.loads(json.dumps(stamp, default=str))
-    if saved != stamp:
-        changed = sorted(key for key in set(saved) | set(stamp) if saved.get(key) != stamp.get(key))
-        raise UsageError(f"the work folder {work_dir} belongs to a run with other settings ({', '.join(changed)}); run without --resume to start over")
+    check_fingerprint(json.loads((work_dir / "keyframe.json").read_text()), json.loads(json.dumps(stamp, default=str)), work_dir)
     logger.info("resuming: reusing the edited keyframe in %s", work_dir)
     return load_image(work_dir / "keyframe.png")
 
@@ -437,17 +456,12 @@ def _load_keyframe(image):
     return load_image(image) if isinstance(image, (str, os.PathLike)) else image
 
 
-def _resolve_keyframes(images: Mapping, num_frames: int) -> dict[int, np.ndarray]:
-    """Several keyframes sorted by frame index (negative ones count from the end); out of range or repeated is an error."""
-    if not images:
-        raise UsageError("several keyframes were asked for but none was given; pass {frame index: image}")
-    resolved: dict[int, int] = {}
-    for i in images:
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise UsageError(f"keyframe indices must be integers, got {i!r}")
-        if not -num_frames <= i < num_frames:
-            raise UsageError(f"keyframe index {i} is outside the clip (0..{num_frames - 1}); pick frames inside it")
-        if int(i) % num_frames in resolved:
-            raise UsageError(f"keyframes {resolved[int(i) % num_frames]} and {i} are the same frame; give each frame once")
-        resolved[int(i) % num_frames] = int(i)
-    return {t: images[resolved[t]] for t in sorted(resolved)}
+def _resize_mask(mask: np.ndarray | None, size: tuple[int, int]) -> np.ndarray | None:
+    """A bool (H, W) mask at another size (nearest neighbour: a mask stays a mask)."""
+    if mask is None:
+        return None
+    return resize_frames(np.asarray(mask).astype(np.uint8)[..., None], size, interpolation="nearest")[..., 0] > 0
+
+
+def _path(work_dir: str | os.PathLike | None) -> Path | None:
+    return Path(work_dir) if work_dir is not None else None

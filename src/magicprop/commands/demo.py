@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import METHODS, DemoSettings, format_table, run_demo
+    from ..demo import DemoSettings, format_table, run_demo
+    from ..propagation import PROPAGATORS
     from ..errors import UsageError
 
     if args.frames < 2:
@@ -43,6 +44,6 @@ def run(args: argparse.Namespace) -> int:
         keyframe_index=args.keyframe_index, num_inference_steps=args.steps,
     )  # fmt: skip
     summary = run_demo(args.out, settings, model=args.model)
-    print(format_table({m: summary[m] for m in METHODS}))
+    print(format_table({m: summary[m] for m in PROPAGATORS}))
     print(f"wrote {args.out}/: source.mp4 ground_truth.mp4 edited.mp4 comparison.mp4/.png drift.png metrics.json ({summary['seconds']} s)")
     return 0

@@ -51,8 +51,11 @@ def add_io_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="JSON/YAML settings (an OUT.json of an earlier run reproduces it); flags override it")
 
 
-def add_stage2_arguments(p: argparse.ArgumentParser, *, steps_flag: str = "--propagation-steps", guidance_flag: str = "--propagation-guidance-scale") -> None:
-    from ..jobs import PROPAGATORS, EditJob
+def add_stage2_arguments(p: argparse.ArgumentParser, *, aliases: bool = False) -> None:
+    """Stage II's flags. aliases: also accept `--steps` and `--guidance-scale` for them (`magicprop propagate`, which
+    has no stage I, spelled them so before; scripts may still do)."""
+    from ..jobs import EditJob
+    from ..propagation import PROPAGATORS
 
     d = EditJob("", "")
     g = p.add_argument_group("stage II (propagation)")
@@ -62,9 +65,12 @@ def add_stage2_arguments(p: argparse.ArgumentParser, *, steps_flag: str = "--pro
                    help="several edited keyframes, each named by its frame index (0.png, 31.png): each kept exactly, crossfaded between")
     g.add_argument("--masks", default=S, metavar="DIR", help="per-frame masks (numbered images): the output keeps the source outside them")
     g.add_argument("--feather", type=int, default=S, metavar="PX", help="soft edge of --masks in pixels (default: 1%% of the longer side)")
-    g.add_argument("--propagator", choices=PROPAGATORS, default=S, help=f"propdpm (the paper's model); hybrid (flow carries what it can, PropDPM paints the rest); flow or copy (no weights) (default: {d.propagator})")
-    g.add_argument(steps_flag, dest="propagation_steps", type=int, default=S, metavar="N", help=f"PropDPM sampling steps per frame (default: {d.propagation_steps})")
-    g.add_argument(guidance_flag, dest="propagation_guidance_scale", type=float, default=S, metavar="G",
+    choices = "; ".join(f"{name}: {p.summary}" for name, p in PROPAGATORS.items())
+    g.add_argument("--propagator", choices=list(PROPAGATORS), default=S, help=f"{choices} (default: {d.propagator})")
+    g.add_argument("--propagation-steps", *(["--steps"] if aliases else []), dest="propagation_steps", type=int, default=S, metavar="N",
+                   help=f"PropDPM sampling steps per frame (default: {d.propagation_steps})")
+    g.add_argument("--propagation-guidance-scale", *(["--guidance-scale"] if aliases else []), dest="propagation_guidance_scale",
+                   type=float, default=S, metavar="G",
                    help=f"guidance on the reference; 1 = none, one forward per step (default: {d.propagation_guidance_scale:g})")
     g.add_argument("--model", default=S, metavar="PATH", help="propagation model folder (default: the embedded tiny model)")
     g.add_argument("--depth", default=S, metavar="D.npz", help="depth of the clip from `magicprop depth` (default: estimate it)")
@@ -90,8 +96,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mask", default=S, metavar="M.png", help="keyframe mask: repaint only inside it (local edit)")
     g.add_argument("--mask-point", dest="mask_points", type=point, action="append", default=S, metavar="X,Y",
                    help="click on the object to edit (repeatable): its keyframe mask comes from SAM")
-    g.add_argument("--steps", type=int, default=S, metavar="N", help=f"keyframe sampling steps (default: {d.steps})")
-    g.add_argument("--guidance-scale", type=float, default=S, metavar="G", help=f"prompt guidance (default: {d.guidance_scale:g})")
+    # --steps and --guidance-scale are the older spellings, kept for scripts
+    g.add_argument("--keyframe-steps", "--steps", dest="steps", type=int, default=S, metavar="N", help=f"keyframe sampling steps (default: {d.steps})")
+    g.add_argument("--keyframe-guidance-scale", "--guidance-scale", dest="guidance_scale", type=float, default=S, metavar="G",
+                   help=f"prompt guidance (default: {d.guidance_scale:g})")
     g.add_argument("--strength", type=float, default=S, metavar="S",
                    help="in (0, 1]: start from the frame and keep more of it (default: paint from noise; 1 with a mask)")
     g.add_argument("--base-model", default=S, metavar="ID|PATH", help=f"SD 1.x model (default: {d.base_model})")

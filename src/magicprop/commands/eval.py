@@ -26,7 +26,7 @@ JSON_KEYS = ("psnr", "ssim", "warp_error", "clip_consistency", "clip_text", "per
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..evaluation_clip import DEFAULT_CLIP_MODEL
+    from ..evaluation.clip_score import DEFAULT_CLIP_MODEL
 
     p.add_argument("edited", metavar="OUT.mp4", help="the edited clip to score")
     p.add_argument("--source", required=True, metavar="SRC.mp4", help="the source clip whose motion the edit should follow")

@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from .edit import add_io_arguments, add_stage2_arguments
 
     add_io_arguments(p)
-    add_stage2_arguments(p, steps_flag="--steps", guidance_flag="--guidance-scale")
+    add_stage2_arguments(p, aliases=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -66,7 +66,7 @@ def depth_to_latent_grid(depth: torch.Tensor, size: tuple[int, int]) -> torch.Te
 def warp_latent(latent: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Backward-warp a latent (B, C, h, w) with a pixel-space flow (B, 2, H, W) from the target to the latent's frame.
 
-    flow[:, 0] = dx, flow[:, 1] = dy in pixels (OpenCV's convention, `magicprop.flow.optical_flow(target, previous)`):
+    flow[:, 0] = dx, flow[:, 1] = dy in pixels (OpenCV's convention, `magicprop.motion.flow.optical_flow(target, previous)`):
     target[y, x] ~ previous[y + dy, x + dx]. The flow is area-averaged onto the latent grid and scaled to latent cells;
     samples outside the frame repeat the border (the UNet also sees the unwarped latent, so it can fix them).
     """

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import MagicPropError, UsageError
-from ..flow import optical_flow
+from ..motion.flow import optical_flow
 from ..motion import estimate_clip_depth, load_depth, resize_depth
 from ..video import read_video
 from .sources import ClipSource

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from ..errors import UsageError
 from ..fileio import atomic_write_json
 from ..models.propdpm import PropDPM, assemble_conditioning
-from ..models.reference import clip_image_tokens, vae_encode
+from ..models.encoders import clip_image_tokens, vae_encode
 from ..schedulers import make_scheduler
 from .checkpoint import export_final, list_checkpoints, load_checkpoint, parameter_checksum, resolve_resume, save_checkpoint
 from .components import load_components

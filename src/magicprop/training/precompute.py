@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ..errors import UsageError
 from ..fileio import atomic_path, atomic_write_json, ensure_writable_dir
-from ..models.reference import clip_image_tokens, images_to_tensor
+from ..models.encoders import clip_image_tokens, images_to_tensor
 from .data import TRIPLET_FRAMES, DepthModelError, FrameSampling, RawTripletDataset, TripletIndex
 from .sources import discover_clips
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import MagicPropError, UsageError
-from ..jobs import LEARNED
+from ..propagation import get_propagator
 from ..fileio import atomic_write_json
 from .models import ActiveModels
 from .session import Cancelled, Clip, Examples, Session
@@ -261,6 +261,7 @@ def settings_dict(session: Session, models: ActiveModels, *, propagator: str, st
     clip = _require_clip(session)
     num, height, width = clip.frames.shape[:3]
     edit = session.edit
+    learned = get_propagator(propagator).needs_model  # steps and seed only mean something to a sampler
     return {
         "magicprop_version": __version__,
         "clip": clip.name, "frames": num, "fps": clip.fps, "width": width, "height": height,
@@ -269,8 +270,8 @@ def settings_dict(session: Session, models: ActiveModels, *, propagator: str, st
         "prompt": edit.get("prompt"), "negative_prompt": edit.get("negative_prompt"), "mask_pixels": edit.get("mask_pixels"),
         "seed": edit.get("seed"), "num_inference_steps": edit.get("num_inference_steps"),
         "guidance_scale": edit.get("guidance_scale"),
-        "propagator": propagator, "propagation_steps": steps if propagator in LEARNED else None,
-        "propagation_seed": seed if propagator in LEARNED else None,
+        "propagator": propagator, "propagation_steps": steps if learned else None,
+        "propagation_seed": seed if learned else None,
         "models": models.describe(),
         "seconds": round(seconds, 2),
     }  # fmt: skip

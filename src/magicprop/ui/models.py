@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import MagicPropError, UsageError
-from ..jobs import LEARNED
+from ..propagation import PROPAGATORS, PropagationSettings, get_propagator
 from .session import Clip
 
 logger = logging.getLogger(__name__)
@@ -44,8 +44,8 @@ class ActiveModels:
         self.propdpm_reason = propdpm_reason  # None = PropDPM loaded
         self.editor_reason = editor_reason  # None = stage I can load (on first Generate)
         self.depth_reason = depth_reason  # None = the depth estimator can load (on first use)
-        # The pipeline is one object with a `propagator` attribute and lazily loaded parts: one job at a time uses it.
-        # (The app also queues model jobs one at a time; this lock keeps direct callers, such as tests, just as safe.)
+        # The pipeline is one object with lazily loaded parts: one job at a time uses it. (The app also queues model
+        # jobs one at a time; this lock keeps direct callers, such as tests, just as safe.)
         self.lock = threading.Lock()
 
     @classmethod
@@ -57,7 +57,8 @@ class ActiveModels:
         kwargs.update(device=options.device, load_editor=options.load_editor)
         propdpm_reason = None
         try:
-            pipeline = MagicPropPipeline.from_pretrained(propagation_model=options.model, propagator="propdpm", **kwargs)
+            learned = next(p for p in PROPAGATORS.values() if p.needs_model)  # loads the propagation model
+            pipeline = MagicPropPipeline.from_pretrained(propagation_model=options.model, propagator=learned, **kwargs)
         except MagicPropError:
             if options.model is not None:
                 raise  # a model the person named must load; falling back would hide their mistake
@@ -65,8 +66,9 @@ class ActiveModels:
 
             # The bundle's message suggests omitting --model, which is what got us here; say what is actually missing.
             propdpm_reason = f"the embedded tiny model is missing from this install ({EMBEDDED_TINY}); pass one with --model DIR"
-            logger.warning("PropDPM unavailable (%s); the UI offers the flow and copy propagators", propdpm_reason)
-            pipeline = MagicPropPipeline.from_pretrained(propagator="flow", **kwargs)
+            logger.warning("PropDPM unavailable (%s); the UI offers the propagators that need no weights", propdpm_reason)
+            weightless = next(p for p in PROPAGATORS.values() if not p.needs_model)
+            pipeline = MagicPropPipeline.from_pretrained(propagator=weightless, **kwargs)
         ids = pipeline.model_ids
         if not options.load_editor:
             editor_reason = "turned off (`--no-editor`)"
@@ -83,11 +85,14 @@ class ActiveModels:
         return self.editor_reason is None
 
     def propagators(self) -> list[str]:
-        return (["propdpm", "hybrid"] if self.propdpm_reason is None else []) + ["flow", "copy"]
+        """The registry's propagators this page can run: those needing a model only when PropDPM loaded."""
+        return [name for name, p in PROPAGATORS.items() if self.propdpm_reason is None or not p.needs_model]
 
     def default_propagator(self) -> str:
-        # PropDPM without a depth estimator only runs on the bundled examples, so flow is the safer first choice then.
-        return "propdpm" if self.propdpm_reason is None and self.depth_reason is None else "flow"
+        # PropDPM without a depth estimator only runs on the bundled examples, so a weight-free one is the safer
+        # first choice then.
+        usable = [n for n in self.propagators() if not PROPAGATORS[n].needs_depth or self.depth_reason is None]
+        return usable[0]
 
     def describe(self) -> dict:
         """The models behind a result, for settings.json."""
@@ -126,53 +131,36 @@ class ActiveModels:
         """Stage I only: frame `k` edited from a prompt, at the clip's size. `settings` as in the stage I form."""
         import torch
 
-        from ..motion import estimate_clip_depth, resize_depth
-        from ..video import resize_frames
-
         if self.editor_reason is not None:
             raise UsageError(f"the stage I editor is {self.editor_reason}; upload a keyframe you edited elsewhere instead")
-        pipe = self.pipeline
-        height, width = clip.frames.shape[1:3]
         with self.lock:
-            pipe.prepare(prompt=settings["prompt"], depth=clip.depth)  # loads SD (and the depth model if needed)
-            h, w = pipe.working_size(height, width)
-            frame = resize_frames(clip.frames[k], (h, w))
-            on_step(0, 2)
-            if clip.depth is not None:
-                depth = resize_depth(clip.depth[k : k + 1], (h, w))[0]
-            else:
-                depth = estimate_clip_depth(frame[None], pipe.depth_estimator, size=(h, w))[0]
-            on_step(1, 2)
-            small_mask = None
-            if mask is not None:
-                small_mask = resize_frames(mask.astype(np.uint8)[..., None], (h, w), interpolation="nearest")[..., 0] > 0
-            edited = pipe.editor.edit_keyframe(
-                frame, depth, prompt=settings["prompt"], negative_prompt=settings["negative_prompt"] or None,
-                mask=small_mask, num_inference_steps=settings["num_inference_steps"],
-                guidance_scale=settings["guidance_scale"], generator=torch.Generator().manual_seed(settings["seed"]),
+            on_step(0, 1)
+            edited = self.pipeline.edit_keyframe(
+                clip.frames[k], settings["prompt"], negative_prompt=settings["negative_prompt"] or None, mask=mask,
+                num_inference_steps=settings["num_inference_steps"], guidance_scale=settings["guidance_scale"],
+                generator=torch.Generator().manual_seed(settings["seed"]),
+                depth=None if clip.depth is None else clip.depth[k],
             )  # fmt: skip
-            on_step(2, 2)
-        return resize_frames(edited, (height, width))
+            on_step(1, 1)
+        return edited
 
     def propagate(
         self, clip: Clip, keyframes: dict[int, np.ndarray], *, propagator: str, steps: int, seed: int, on_step: Callable[[int, int], None]
     ) -> np.ndarray:
         """Stage II from given keyframes ({frame index: image}, one or several): (T, H, W, 3) uint8 at the clip's size."""
-        import torch
-
+        chosen = get_propagator(propagator)
         if propagator not in self.propagators():
-            why = f": {self.propdpm_reason}" if propagator in LEARNED and self.propdpm_reason else ""
+            why = f": {self.propdpm_reason}" if chosen.needs_model and self.propdpm_reason else ""
             raise UsageError(f"propagator {propagator!r} is not available{why}; choose one of {', '.join(self.propagators())}")
-        if propagator in LEARNED and clip.depth is None and self.depth_reason is not None:
-            raise UsageError(f"PropDPM needs the clip's depth and the depth model is {self.depth_reason}; choose flow or copy")
+        if chosen.needs_depth and clip.depth is None and self.depth_reason is not None:
+            others = ", ".join(n for n in self.propagators() if not PROPAGATORS[n].needs_depth)
+            raise UsageError(f"{propagator} needs the clip's depth and the depth model is {self.depth_reason}; choose {others}")
         with self.lock:
-            self.pipeline.propagator = propagator
-            out = self.pipeline(
-                clip.frames, keyframe_image=keyframes, propagation_steps=steps,
-                generator=torch.Generator().manual_seed(seed), depth=clip.depth,
-                callback=on_step,  # (frames_done, total), the keyframe counted as done
+            return self.pipeline.propagate(
+                clip.frames, keyframes, depth=clip.depth, propagator=chosen,
+                settings=PropagationSettings(num_inference_steps=steps, seed=seed),
+                callback=on_step,  # (frames_done, total), the keyframes counted as done
             )  # fmt: skip
-        return np.asarray(out.frames)
 
 
 def _unavailable(id_or_path: str, probe_file: str, flag: str) -> str | None:
@@ -193,8 +181,8 @@ def _unavailable(id_or_path: str, probe_file: str, flag: str) -> str | None:
 
         if isinstance(try_to_load_from_cache(str(id_or_path), probe_file), str):
             return None
-    except Exception:  # a malformed id: let the hub check below decide
-        pass
+    except ValueError as exc:  # huggingface_hub's HFValidationError: a malformed id is not in any cache
+        logger.debug("%s is not a valid hub id (%s)", id_or_path, exc)
     if _hub_reachable_once(hub_reachable):
         return None
     return f"{id_or_path} is not in the local cache and the hub is unreachable (pass a local folder with {flag} DIR)"

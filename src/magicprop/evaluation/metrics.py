@@ -5,7 +5,7 @@ Against a ground-truth clip (`reference`, e.g. the synthetic clips of `magicprop
   - `color_shift`: distance between mean colours, the symptom the zero-terminal-SNR ablation is about.
 Against the source clip's motion (no ground truth needed):
   - `warp_error`: how much the edit flickers or drifts relative to where the source's optical flow says pixels went.
-With a CLIP model (`magicprop.evaluation_clip.ClipScorer`):
+With a CLIP model (`magicprop.evaluation.clip_score.ClipScorer`):
   - CLIP-T (text alignment) and CLIP frame consistency.
 
 Every clip is (T, H, W, 3) uint8. The first argument is always the edited clip; a second clip of another size is resized
@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import UsageError
-from .evaluation_clip import ClipScorer  # re-exported; it lives apart so this module imports without torch
-from .flow import FlowMethod, occlusion_mask, optical_flow, outside_frame, warp
+from ..errors import UsageError
+from ..motion.flow import FlowMethod, occlusion_mask, optical_flow, outside_frame, warp
+
+if TYPE_CHECKING:
+    from .clip_score import ClipScorer
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +197,7 @@ def _match(edited: np.ndarray, other: np.ndarray, what: str) -> tuple[np.ndarray
             f"the edited clip has {len(edited)} frames but the {what} has {len(other)}; trim both to the same frames"
         )
     if edited.shape[1:3] != other.shape[1:3]:
-        from .video import resize_frames
+        from ..video import resize_frames
 
         size = tuple(edited.shape[1:3])
         logger.info("resizing the %s from %dx%d to the edited clip's %dx%d", what, *other.shape[1:3], *size)

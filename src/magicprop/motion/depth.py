@@ -22,9 +22,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .errors import MagicPropError, UsageError
-from .hub import DEFAULT_IDS
-from .fileio import PathLike, atomic_save_npz, expand_user, require_file
+from ..devices import resolve_device, resolve_dtype
+from ..errors import MagicPropError, UsageError
+from ..hub import DEFAULT_IDS
+from ..fileio import PathLike, atomic_save_npz, expand_user, require_file
 
 logger = logging.getLogger(__name__)
 
@@ -55,22 +56,16 @@ class DepthEstimator:
         float32 elsewhere). A missing model fails at once with a line naming it; a folder that is not a depth model is
         a usage error. allow_pickle: let .bin weights load (only for files you trust); otherwise safetensors only.
         """
-        import torch
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
-        from .hub import load_component
+        from ..hub import load_component
 
         name = str(model_id_or_path)
         local = expand_user(name)
         if local.is_dir():
             _check_depth_folder(local)
-        device = torch.device(device or _best_device())
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UsageError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu (or install a CUDA build of torch)")
-        if device.type == "mps" and not torch.backends.mps.is_available():
-            raise UsageError("--device mps was asked for but this machine has no Metal GPU; use --device cpu")
-        if dtype is None:
-            dtype = torch.float16 if device.type == "cuda" else torch.float32
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype, device)
         try:
             model = load_component(
                 AutoModelForDepthEstimation, name, what="depth model", flag="--depth-model", dtype=dtype, allow_pickle=allow_pickle
@@ -105,7 +100,7 @@ class DepthEstimator:
         # Processors keep the aspect ratio while fitting a fixed size, so a 16x256 strip would shrink to a few pixels (or
         # none) on its short side. The model sees such strips stretched to 4:1; its prediction is resized to (h, w) anyway.
         if max(h, w) > MAX_MODEL_ASPECT * min(h, w):
-            from .video import resize_frames
+            from ..video import resize_frames
 
             frames = resize_frames(frames, (max(h, math.ceil(w / MAX_MODEL_ASPECT)), max(w, math.ceil(h / MAX_MODEL_ASPECT))))
         dtype = next(self.model.parameters()).dtype
@@ -122,16 +117,6 @@ class DepthEstimator:
                 pred = 1.0 / pred.clamp_min(1e-3)
             out[i : i + len(batch)] = pred.cpu().numpy()
         return out
-
-
-def _best_device() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def _check_depth_folder(folder: Path) -> None:

@@ -5,11 +5,9 @@ chain) and k-1, k-2, ... to the start (the backward chain). Both chains advance 
 frame to frame without being decoded and re-encoded (each round trip through the VAE would lose detail and accumulate
 colour shift); frames are decoded only at the end, in batches, and streamed to the caller in order.
 
-With `flow_fusion` (the `hybrid` propagator), every rendered frame is also fused with the previous output frame
-carried along the source's optical flow, in pixels, the way Rerender-A-Video fuses: where the flow's forward-backward
-check passes, the carried pixels are kept (sharp, and steady from frame to frame); PropDPM paints only what the flow
-cannot carry (disocclusions, content entering the frame). The fused frame is encoded again as the next step's previous
-latent, so the chain continues from what the user sees.
+With a fusion step (`fusion.FlowFusion`: the `hybrid` propagator), every rendered frame is handed to the step, which
+returns the frame the user sees; it is encoded again as the next step's previous latent, so the chain continues from
+what the user sees, and kept in pixels with the step, so a resumed run gives identical frames.
 
 Every finished step is saved to a work folder, so a run killed at any moment and restarted with `resume=True` redoes
 only the unfinished frames and ends bit-identical: the noise of frame t is drawn from a generator seeded by (seed, t),
@@ -21,36 +19,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .errors import UsageError
-from .flow import carry, optical_flow
-from .fileio import atomic_path, atomic_write_json
-from .models.bundle import PropagationModels
-from .models.propdpm import assemble_conditioning
-from .models.reference import clip_image_tokens, images_to_tensor, tensor_to_images, vae_decode, vae_encode
-from .schedulers import scheduler_from_config
+from ..errors import UsageError
+from ..models.bundle import PropagationModels
+from ..models.encoders import clip_image_tokens, images_to_tensor, tensor_to_images, vae_decode, vae_encode, vae_scale_factor
+from ..models.propdpm import assemble_conditioning
+from ..motion.flow import optical_flow
+from ..schedulers import scheduler_from_config
+from .base import PropagationSettings
+from .fusion import FusionStep
+from .store import LatentStore
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class PropagationSettings:
-    num_inference_steps: int = 25
-    guidance_scale: float = 1.0  # on the reference; 1 = no classifier-free guidance (one forward per step)
-    scheduler: str = "ddim"
-    seed: int = 0
-    # Keep the flow-carried previous output wherever the source's flow is reliable; PropDPM paints the rest. Needs the
-    # source frames (`video`); costs one more VAE encode per frame and two optical flows per frame.
-    flow_fusion: bool = False
 
 
 def frame_generator(seed: int, frame_index: int) -> torch.Generator:
@@ -58,66 +44,8 @@ def frame_generator(seed: int, frame_index: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed((seed * 1_000_003 + frame_index) % (2**63))
 
 
-class LatentStore:
-    """Latents of finished propagation steps, in memory or in a work folder (`steps/00003.safetensors` = both chains'
-    frames of step 3, written atomically so a step is either fully saved or absent). With flow fusion a step also holds
-    its fused frames as uint8 pixels (`frame/<t>`), which are the output: decoding their latent again would blur them."""
-
-    def __init__(self, work_dir: str | Path | None, fingerprint: dict, resume: bool):
-        self.work_dir = Path(work_dir) if work_dir is not None else None
-        self._memory: dict[int, torch.Tensor] = {}
-        self._frames: dict[int, torch.Tensor] = {}
-        if self.work_dir is None:
-            return
-        job = self.work_dir / "job.json"
-        if resume and job.is_file():
-            saved = json.loads(job.read_text())
-            if saved != fingerprint:
-                changed = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
-                raise UsageError(
-                    f"the work folder {self.work_dir} belongs to a run with other settings ({', '.join(changed)}); "
-                    "run without --resume to start over"
-                )
-            logger.info("resuming from %s", self.work_dir)
-        else:
-            if self.work_dir.exists():
-                shutil.rmtree(self.work_dir)
-            (self.work_dir / "steps").mkdir(parents=True)
-            atomic_write_json(job, fingerprint)
-
-    def completed_steps(self) -> int:
-        """Number of consecutive steps 1, 2, ... saved."""
-        n = 0
-        while self.work_dir is not None and (self.work_dir / "steps" / f"{n + 1:05d}.safetensors").is_file():
-            n += 1
-        return n
-
-    def save_step(self, step: int, latents: dict[int, torch.Tensor], frames: dict[int, np.ndarray] | None = None) -> None:
-        cpu = {t: z.detach().to("cpu", torch.float32).contiguous() for t, z in latents.items()}
-        pixels = {t: torch.from_numpy(np.ascontiguousarray(f)) for t, f in (frames or {}).items()}
-        if self.work_dir is None:
-            self._memory.update(cpu)
-            self._frames.update(pixels)
-            return
-        with atomic_path(self.work_dir / "steps" / f"{step:05d}.safetensors") as tmp:
-            save_file({**{str(t): z for t, z in cpu.items()}, **{f"frame/{t}": f for t, f in pixels.items()}}, str(tmp))
-
-    def load_step(self, step: int) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
-        """One read of a finished step: its latents and its fused frames (empty without fusion), by frame index."""
-        if self.work_dir is None:
-            return self._memory, self._frames  # every step's, which is a superset of this one's
-        tensors = load_file(str(self.work_dir / "steps" / f"{step:05d}.safetensors"))
-        latents = {int(name): z for name, z in tensors.items() if not name.startswith("frame/")}
-        frames = {int(name[len("frame/") :]): f for name, f in tensors.items() if name.startswith("frame/")}
-        return latents, frames
-
-    def cleanup(self) -> None:
-        if self.work_dir is not None and self.work_dir.exists():
-            shutil.rmtree(self.work_dir)
-
-
 def fingerprint(models: PropagationModels, depth: np.ndarray, keyframe: np.ndarray, k: int, s: PropagationSettings,
-                video: np.ndarray | None = None) -> dict:  # fmt: skip
+                video: np.ndarray | None = None, fusion: FusionStep | None = None) -> dict:  # fmt: skip
     """What a run depends on; a resumed run must match it exactly."""
     digest = lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]  # noqa: E731
     return {
@@ -132,7 +60,7 @@ def fingerprint(models: PropagationModels, depth: np.ndarray, keyframe: np.ndarr
         "guidance_scale": s.guidance_scale,
         "scheduler": s.scheduler,
         "seed": s.seed,
-        "flow_fusion": s.flow_fusion,
+        "fusion": None if fusion is None else fusion.name,
         "dtype": str(models.dtype),
     }
 
@@ -168,6 +96,7 @@ def propagate_latents(
     progress: bool = True,
     callback: Callable[[int, int], None] | None = None,
     video: np.ndarray | None = None,
+    fusion: FusionStep | None = None,
 ) -> tuple[LatentStore, dict[int, int]]:
     """Run both chains; return the store and, for every frame but the keyframe, the step that holds its latent.
 
@@ -178,25 +107,22 @@ def propagate_latents(
         callback: called as callback(frames_done, total) after every step (both chains); raising from it stops the
             run cleanly (finished steps stay saved for `resume`), which is how the web UI cancels.
         video: (T, H, W, 3) uint8 source frames at the keyframe's size; needed by (and only read for) models built with
-            `use_warped_previous`, which also see the previous latent warped along the source's optical flow, and by
-            `settings.flow_fusion`.
+            `use_warped_previous`, which also see the previous latent warped along the source's optical flow.
+        fusion: called after every step with PropDPM's rendering of its frames; what it returns is the output and the
+            next step's previous frame (`fusion.FlowFusion`: the `hybrid` propagator).
     """
-    from .models.reference import vae_scale_factor
-
     # 1. Check inputs
     factor = vae_scale_factor(models.vae)
     warped = bool(models.propdpm.config.get("use_warped_previous", False))
     residual = bool(models.propdpm.config.get("predict_residual", False))
     if warped and video is None:
         raise UsageError("this PropDPM conditions on optical flow (use_warped_previous): pass the source frames as `video`")
-    if settings.flow_fusion and video is None:
-        raise UsageError("flow fusion carries pixels along the source's optical flow: pass the source frames as `video`")
-    video = video if warped or settings.flow_fusion else None
+    video = video if warped else None
     check_inputs(depth, keyframe, keyframe_index, factor, video)
     num_frames = depth.shape[0]
     k = keyframe_index % num_frames
     device, dtype = models.device, models.dtype
-    store = LatentStore(work_dir, fingerprint(models, depth, keyframe, k, settings, video), resume)
+    store = LatentStore(work_dir, fingerprint(models, depth, keyframe, k, settings, video, fusion), resume)
     where = {t: abs(t - k) for t in range(num_frames) if t != k}
     num_steps = max(k, num_frames - 1 - k)
     done = store.completed_steps()
@@ -219,7 +145,7 @@ def propagate_latents(
 
     # 3. Pick up where a previous run stopped
     previous = {+1: key_latent[0], -1: key_latent[0]}  # chain direction -> latent of its last finished frame
-    shown = {+1: keyframe, -1: keyframe}  # chain direction -> its last output frame, in pixels (read by flow fusion)
+    shown = {+1: keyframe, -1: keyframe}  # chain direction -> its last output frame, in pixels (read by fusion)
     if done:
         saved, saved_frames = store.load_step(done)
         for direction in (+1, -1):
@@ -254,9 +180,9 @@ def propagate_latents(
             ]).to(device, dtype)  # fmt: skip
             latents = denoise(models, scheduler, noise, cond, settings, null)
             fused = None
-            if settings.flow_fusion:
-                fused = fuse_with_flow(tensor_to_images(vae_decode(models.vae, latents)), [shown[d] for d in chains],
-                                       video, targets, prev_idx, flows)  # fmt: skip
+            if fusion is not None:
+                fused = fusion(tensor_to_images(vae_decode(models.vae, latents)), [shown[d] for d in chains], targets,
+                               prev_idx, flows)  # fmt: skip
                 latents = vae_encode(models.vae, images_to_tensor(fused, device, dtype))
                 shown.update(zip(chains, fused))
             for d, t, z in zip(chains, targets, latents):
@@ -269,21 +195,6 @@ def propagate_latents(
             if callback is not None:
                 callback(bar.n, num_frames - 1)
     return store, where
-
-
-def fuse_with_flow(
-    rendered: np.ndarray, previous: Sequence[np.ndarray], video: np.ndarray, targets: Sequence[int], prev_idx: Sequence[int],
-    flows: Sequence[np.ndarray],
-) -> np.ndarray:
-    """(B, H, W, 3) uint8: each previous output frame carried to its target along the source's flow where the flow's
-    forward-backward check passes, PropDPM's rendering everywhere else (the same hole test as `baselines.propagate_flow`,
-    which fills those pixels with stale ones instead)."""
-    out = []
-    for image, shown, t, p, flow_tp in zip(rendered, previous, targets, prev_idx, flows):
-        carried, hole = carry(shown, flow_tp, optical_flow(video[p], video[t]))
-        carried[hole] = image[hole]
-        out.append(carried)
-    return np.stack(out)
 
 
 def denoise(models, scheduler, latents, cond, settings: PropagationSettings, null_tokens=None) -> torch.Tensor:
@@ -310,7 +221,7 @@ def denoise(models, scheduler, latents, cond, settings: PropagationSettings, nul
 
 
 @torch.no_grad()
-def decode_frames(
+def decode_steps(
     models: PropagationModels,
     store: LatentStore,
     where: dict[int, int],
@@ -358,46 +269,13 @@ def propagate(
     batch_size: int = 8,
     callback: Callable[[int, int], None] | None = None,
     video: np.ndarray | None = None,
+    fusion: FusionStep | None = None,
 ) -> np.ndarray:
-    """Propagate and return all frames (T, H, W, 3) uint8. For long clips, stream with propagate_latents + decode_frames."""
+    """Propagate and return all frames (T, H, W, 3) uint8. For long clips, stream with propagate_latents + decode_steps."""
     store, where = propagate_latents(
         models, depth, keyframe, keyframe_index, settings, work_dir=work_dir, resume=resume, progress=progress,
-        callback=callback, video=video,
+        callback=callback, video=video, fusion=fusion,
     )  # fmt: skip
-    return np.stack(list(decode_frames(models, store, where, keyframe, keyframe_index, batch_size=batch_size)))
+    return np.stack(list(decode_steps(models, store, where, keyframe, keyframe_index, batch_size=batch_size)))
 
 
-def keyframe_spans(keyframe_indices: Sequence[int], num_frames: int) -> list[tuple[int, int, int]]:
-    """(keyframe, start, stop) for each keyframe, sorted: the frames it is propagated over, from just after the previous
-    keyframe to just before the next one (or to the clip's ends). Neighbours share the frames between them."""
-    ks = sorted(keyframe_indices)
-    return [(k, ks[j - 1] + 1 if j else 0, ks[j + 1] if j + 1 < len(ks) else num_frames) for j, k in enumerate(ks)]
-
-
-def blend_keyframes(
-    render: Callable[[int, int, int], Iterable[np.ndarray]], keyframe_indices: Sequence[int], num_frames: int
-) -> Iterator[np.ndarray]:
-    """Several keyframes: yield every frame, in order, uint8 (H, W, 3).
-
-    `render(k, start, stop)` yields frames start..stop-1 propagated from keyframe k (one call per keyframe, over its
-    `keyframe_spans`). Between two keyframes both chains reach every frame; they are crossfaded linearly by distance,
-    so each keyframe is kept exactly, a frame takes most from the keyframe nearest to it (whose chain has drifted
-    least), and no seam appears where the ranges meet. At most two keyframes' frames are held at once.
-    """
-    tail: list[np.ndarray] = []  # frames k_prev..next_start-1 propagated from the previous keyframe
-    prev = None
-    for k, start, stop in keyframe_spans(keyframe_indices, num_frames):
-        frames = list(render(k, start, stop))
-        if len(frames) != stop - start:
-            raise RuntimeError(f"rendering keyframe {k} gave {len(frames)} frames for {stop - start}")
-        head = frames[: k - start]  # start..k-1, the backward chain of this keyframe
-        if prev is None:
-            yield from head
-        else:
-            gap = k - prev
-            yield tail[0]  # the previous keyframe itself
-            for i, (a, b) in enumerate(zip(tail[1:], head)):  # frame prev+1+i: weight of this keyframe grows with t
-                w = (i + 1) / gap
-                yield np.round(a.astype(np.float32) * (1 - w) + b.astype(np.float32) * w).astype(np.uint8)
-        tail, prev = frames[k - start :], k
-    yield from tail

@@ -6,8 +6,8 @@ Inputs are video files decoded by PyAV (mp4, mov, webm, mkv, avi, gif, ...) or a
 rotation metadata (phone videos) is applied in quarter turns. A damaged or truncated file yields the frames that decode,
 with a warning; a file with none raises `UsageError`.
 
-The output side (writers, `resize_frames`, `side_by_side`, `grid`, `save_image`) lives in `video_compose` and is
-re-exported here, so callers import everything from `magicprop.video`.
+The output side (writers, `resize_frames`, `side_by_side`, `grid`, `save_image`) lives in `video.writing`; callers
+import both from `magicprop.video`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import re
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -26,9 +25,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import UsageError
-from .fileio import PathLike, require_file
-from .video_compose import VideoWriter, grid, resize_frames, save_image, side_by_side, write_video  # noqa: F401 (re-exported)
+from ..errors import UsageError
+from ..fileio import PathLike, natural_key, require_file
+from .frames import resize_frames
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +145,7 @@ def _list_images(folder: Path) -> list[Path]:
     files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
     if not files:
         raise UsageError(f"folder {folder} has no .jpg/.jpeg/.png images; put numbered frames in it or pass a video file")
-    files.sort(key=lambda p: [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)])
+    files.sort(key=natural_key)
     first = _image_size(files[0])
     for f in files[1:]:
         if (size := _image_size(f)) != first:

@@ -16,7 +16,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from .errors import UsageError
+from ..errors import UsageError
 
 FlowMethod = Literal["dis", "farneback"]
 FLOW_METHODS: tuple[str, ...] = ("dis", "farneback")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from .errors import MagicPropError, UsageError
+from ..errors import MagicPropError, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -28,9 +28,9 @@ class ClipScorer:
     """A CLIP model with its preprocessing, for scoring frames against each other and against a prompt."""
 
     def __init__(self, model: Any, image_processor: Any, tokenizer: Any, *, device: str | None = None, batch_size: int = 16):
-        import torch
+        from ..devices import resolve_device
 
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.image_processor = image_processor
         self.tokenizer = tokenizer

@@ -11,11 +11,14 @@ return the edited clip (T, H, W, 3) uint8 whose frame `keyframe_index` is the ke
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 from tqdm.auto import tqdm
 
-from .errors import UsageError
-from .flow import FlowMethod, carry, optical_flow
+from ..errors import UsageError
+from ..motion.flow import FlowMethod, carry, optical_flow
+from .base import PropagationRequest, Propagator
 
 
 def propagate_copy(source: np.ndarray, keyframe: np.ndarray, keyframe_index: int) -> np.ndarray:
@@ -79,3 +82,37 @@ def _check_inputs(source: np.ndarray, keyframe: np.ndarray, keyframe_index: int)
             f"keyframe index {keyframe_index} is out of range for a {num_frames}-frame clip; use 0..{num_frames - 1}"
         )
     return keyframe_index % num_frames
+
+
+class CopyPropagator(Propagator):
+    """The keyframe repeated for every frame: perfect appearance, no motion at all (the floor of every benchmark)."""
+
+    name = "copy"
+    summary = "repeat the keyframe (a baseline: no motion)"
+    needs_source = False
+
+    def render(self, request: PropagationRequest) -> Iterator[np.ndarray]:
+        for t in range(request.num_frames):
+            yield request.keyframe
+            if t != request.keyframe_index:
+                report(request, t + (t < request.keyframe_index), request.num_frames - 1)
+
+
+class FlowPropagator(Propagator):
+    """`propagate_flow`: the keyframe carried frame to frame along the source's optical flow (no weights)."""
+
+    name = "flow"
+    summary = "carry the keyframe along the source's optical flow (no weights)"
+
+    def render(self, request: PropagationRequest) -> Iterator[np.ndarray]:
+        k = request.keyframe_index
+        frames = propagate_flow(request.source, request.keyframe, k, progress=request.progress)
+        for t, frame in enumerate(frames):
+            yield frame
+            if t != k:
+                report(request, t + (t < k), request.num_frames - 1)
+
+
+def report(request: PropagationRequest, done: int, total: int) -> None:
+    if request.callback is not None:
+        request.callback(done, total)

@@ -1,0 +1,42 @@
+"""Fusion steps: what the PropDPM sampling loop calls after each rendered frame (the `hybrid` propagator).
+
+A fusion step takes PropDPM's rendering of the frames of one step (one per chain) and returns the frames the user
+sees; the loop encodes them again as the next step's previous latents, so each chain continues from its output.
+Beyond the paper, in the manner of Rerender-A-Video's pixel fusion.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from ..motion.flow import carry, optical_flow
+
+
+class FusionStep(Protocol):
+    name: str  # recorded in the work folder's fingerprint: a resumed run must fuse the same way
+
+    def __call__(self, rendered: np.ndarray, previous: Sequence[np.ndarray], targets: Sequence[int],
+                 prev_idx: Sequence[int], flows: Sequence[np.ndarray] | None) -> np.ndarray: ...  # fmt: skip
+
+
+class FlowFusion:
+    """Each previous output frame carried to its target along the source's flow wherever the flow's forward-backward
+    check passes (sharp, and steady from frame to frame), PropDPM's rendering everywhere else: disocclusions and
+    content entering the frame. The same hole test as the `flow` propagator, which fills those pixels with stale ones."""
+
+    name = "flow"
+
+    def __init__(self, video: np.ndarray):
+        self.video = video  # (T, H, W, 3) uint8 source frames at the working size
+
+    def __call__(self, rendered, previous, targets, prev_idx, flows=None) -> np.ndarray:
+        """(B, H, W, 3) uint8. `flows[i]`: the source's flow from targets[i] to prev_idx[i], when the loop has it."""
+        out = []
+        for i, (image, shown, t, p) in enumerate(zip(rendered, previous, targets, prev_idx)):
+            flow_tp = flows[i] if flows is not None else optical_flow(self.video[t], self.video[p])
+            carried, hole = carry(shown, flow_tp, optical_flow(self.video[p], self.video[t]))
+            carried[hole] = image[hole]
+            out.append(carried)
+        return np.stack(out)
