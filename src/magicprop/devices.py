@@ -26,9 +26,9 @@ def resolve_device(device: "str | torch.device | None" = None) -> "torch.device"
     if device is not None:
         device = torch.device(device)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise UsageError(f"device {device} was asked for but torch sees no CUDA GPU; use --device cpu (or install a CUDA build of torch)")
+            raise UsageError(f"device {device} was asked for but is not available (torch sees no CUDA GPU); use --device cpu (or install a CUDA build of torch)")
         if device.type == "mps" and not _mps_available():
-            raise UsageError(f"device {device} was asked for but this machine has no Metal GPU; use --device cpu")
+            raise UsageError(f"device {device} was asked for but is not available (no Metal GPU here); use --device cpu")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
