@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
+import badinput_work as work
 from fixtures import write_with_pyav
 from badinputs import (
     FPS, SIZE, Case, Setup, Workspace, bad_metadata_mp4, frames_of, headless_mp4, pickle_only_model, png_header_only,
@@ -119,7 +120,7 @@ def _one_frame(t, ws):
 def _huge(t, ws):
     """A 2560x1440 clip and a 4096-pixel budget: models see 48x80 at most, the output is full size again."""
     import magicprop.motion
-    import magicprop.propagation
+    import magicprop.propagation.sampling
 
     f = write_video(t / "huge.mp4", frames_of(2, 1440, 2560), FPS, crf=30)
     key = save_image(t / "huge_key.png", frames_of(1, 1440, 2560, seed=9)[0])
@@ -127,7 +128,7 @@ def _huge(t, ws):
     seen: list[tuple[str, tuple]] = []
 
     def patch(mp):
-        real_prop, real_depth = magicprop.propagation.propagate_latents, magicprop.motion.DepthEstimator.__call__
+        real_prop, real_depth = magicprop.propagation.sampling.propagate_latents, magicprop.motion.DepthEstimator.__call__
 
         def spy_prop(models, depth, keyframe, *a, **k):
             seen.append(("keyframe", keyframe.shape[:2]))
@@ -138,7 +139,7 @@ def _huge(t, ws):
             seen.append(("depth model", frames.shape[1:3]))
             return real_depth(self, frames, **k)
 
-        mp.setattr(magicprop.propagation, "propagate_latents", spy_prop)
+        mp.setattr(magicprop.propagation.sampling, "propagate_latents", spy_prop)
         mp.setattr(magicprop.motion.DepthEstimator, "__call__", spy_depth)
 
     def check():
@@ -389,15 +390,19 @@ def _disk_full_frames(t, ws):
 
 
 def _disk_full_work(t, ws):
-    """A propagation step cannot be saved to the work folder."""
-    import magicprop.propagation
+    """A propagation step cannot be saved to the work folder (ENOSPC as it is renamed into steps/)."""
+    import magicprop.fileio
 
-    def save_file(*a, **k):
-        raise _enospc(a[1] if len(a) > 1 else "")
+    real = os.replace
+
+    def replace(src, dst, *a, **k):
+        if Path(dst).parent.name == "steps":
+            raise _enospc(dst)
+        return real(src, dst, *a, **k)
 
     out = t / "out.mp4"
     return Setup(argv=_propagate(ws, ws.clip, out), code=1, says=("disk full",), inputs=[ws.clip, ws.key], output=out,
-                 patch=lambda mp: mp.setattr(magicprop.propagation, "save_file", save_file))  # fmt: skip
+                 patch=lambda mp: mp.setattr(magicprop.fileio.os, "replace", replace))  # fmt: skip
 
 
 # --- models -----------------------------------------------------------------------------------------------------------
@@ -500,20 +505,21 @@ def _api_read_text_as_video(t, ws):
 
 def _api_huge_array(t, ws):
     """4K frames through the Python API with the default budget: only the working size reaches the propagator."""
-    import magicprop.baselines
     from magicprop.pipeline import MagicPropPipeline
+    from magicprop.propagation import get_propagator
 
     frames = np.broadcast_to(frames_of(1, 2160, 3840), (2, 2160, 3840, 3)).copy()
     seen = []
-    real = magicprop.baselines.propagate_flow
+    flow = type(get_propagator("flow"))
+    real = flow.render
 
-    def spy(work, keyframe, k):
-        seen.append(work.shape)
-        return real(work, keyframe, k)
+    def spy(self, request):
+        seen.append(request.source.shape)
+        return real(self, request)
 
     def call():
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(magicprop.baselines, "propagate_flow", spy)
+            mp.setattr(flow, "render", spy)
             out = MagicPropPipeline(propagator="flow")(frames, keyframe_image=frames[0], keyframe_index=0)
         assert out.frames.shape == frames.shape
         assert seen and seen[0][1] * seen[0][2] <= 512 * 512, seen
@@ -580,4 +586,12 @@ CASES: list[Case] = [
     Case("api_float_frames", "MagicPropPipeline on float32 frames", _api_array_of_floats),
     Case("api_text_as_video", "read_video on a text file named .webm", _api_read_text_as_video),
     Case("api_huge_array", "MagicPropPipeline on 3840x2160 frames (default 512x512 budget)", _api_huge_array),
+    # damaged work folders and checkpoints (tests/badinput_work.py): resumed to the identical result, or refused
+    Case("resume_truncated_step", "--resume after step 2 of a killed run was cut to half its size", work.truncated_step),
+    Case("resume_zero_byte_step", "--resume after step 3 of a killed run became a 0-byte file", work.zero_byte_step),
+    Case("resume_deleted_middle_step", "--resume after step 2 of 4 saved steps was deleted", work.deleted_middle_step),
+    Case("resume_garbage_job_json", "--resume into a work folder whose job.json is garbage", work.garbage_job_json),
+    Case("resume_foreign_format", "--resume into a work folder of another format version", work.foreign_format),
+    Case("train_resume_damaged_newest", "train --resume latest, newest checkpoint's weights cut short", work.damaged_newest_checkpoint),
+    Case("train_resume_damaged_path", "train --resume PATH to a checkpoint whose weights are garbage", work.damaged_checkpoint_path),
 ]

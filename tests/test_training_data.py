@@ -21,7 +21,7 @@ from fixtures import (
 
 from magicprop.errors import UsageError
 from magicprop.motion import load_depth
-from magicprop.training.data import FrameSampling, RankSampler, RawTripletDataset, decode_frames, square_resize
+from magicprop.training.data import FrameSampling, RankSampler, RawTripletDataset, read_clip_frames, square_resize
 from magicprop.training.precompute import CachedTripletDataset, is_cache, precompute
 from magicprop.training.recipes import RECIPES, load_recipe
 from magicprop.training.sources import discover_clips
@@ -64,7 +64,7 @@ def test_triplet_invariants_and_content(clips):
     found = discover_clips(good[0].parent / good[0].name)  # one synthetic clip folder
     assert len(found.clips) == 1
     dataset = RawTripletDataset(found.clips, SAMPLING, seed=3)
-    frames = decode_frames(found.clips[0], SAMPLING)
+    frames = read_clip_frames(found.clips[0], SAMPLING)
     depth = square_resize(load_depth(good[0] / "depth.npz")[0:10:2], 16)
     assert frames.shape == (5, 16, 16, 3)
     directions, references = set(), set()
@@ -100,7 +100,7 @@ def test_synthetic_depth_is_cropped_like_the_frames(clips):
 
     rendered = render_clip(0, frames=12, size=(32, 48)).source[0:10:2].astype(np.float32)  # (5, 32, 48, 3)
     cropped = np.stack([square_resize(rendered[..., c], 16) for c in range(3)], axis=-1)
-    decoded = decode_frames(discover_clips(good[0]).clips[0], SAMPLING).astype(np.float32)
+    decoded = read_clip_frames(discover_clips(good[0]).clips[0], SAMPLING).astype(np.float32)
     shifted = np.stack([square_resize(np.roll(rendered, 2, axis=2)[..., c], 16) for c in range(3)], axis=-1)
     error, error_shifted = np.abs(decoded - cropped).mean(), np.abs(decoded - shifted).mean()
     assert error < 6.0 and error < error_shifted / 2, (error, error_shifted)
@@ -157,7 +157,7 @@ def test_webdataset_shards(clips, depth_model, tmp_path):
         assert [c.member for c in found.clips] == ["000000.mp4", "000001.mp4"]
         assert [c.caption for c in found.clips] == ["clip number 0", "clip number 1"]
     expected, _ = read_video(good[1] / "source.mp4", max_frames=5, stride=2, size=(16, 16), center_crop=True)
-    np.testing.assert_array_equal(decode_frames(found.clips[1], SAMPLING), expected)
+    np.testing.assert_array_equal(read_clip_frames(found.clips[1], SAMPLING), expected)
     dataset = RawTripletDataset(found.clips, SAMPLING, seed=0, depth_model=str(depth_model))
     assert dataset[1]["target"].shape == (3, 16, 16)
 
@@ -185,7 +185,7 @@ def test_precompute_cache_and_cached_triplets(clips, tmp_path):
     from safetensors.torch import load_file
 
     first = load_file(str(cache / index["clips"][0]["file"]))
-    frames = decode_frames(discover_clips(good[0]).clips[0], SAMPLING)
+    frames = read_clip_frames(discover_clips(good[0]).clips[0], SAMPLING)
     vae = get_dummy_vae()
     with torch.no_grad():
         dist = vae.encode(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255 * 2 - 1).latent_dist

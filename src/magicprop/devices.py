@@ -1,4 +1,5 @@
-"""Which device and dtype a model runs on: one rule for the pipeline, the depth estimator and the CLIP scorer."""
+"""Which device and dtype a model runs on (one rule for the pipeline, the depth estimator and the CLIP scorer), and
+moving models there: `move` for a `PropagationModels` bundle, `on_device` for CPU offload."""
 
 from __future__ import annotations
 
@@ -51,3 +52,38 @@ def resolve_dtype(dtype: "str | torch.dtype | None", device: "torch.device") -> 
     if device.type == "cpu" and resolved == torch.float16:
         logging.getLogger(__name__).warning("float16 on the CPU is slow and some operations lack kernels; prefer fp32 or bf16 there")
     return resolved
+
+
+class on_device:
+    """With CPU offload, a model visits the GPU only for the block that uses it; otherwise (or for None) a no-op."""
+
+    def __init__(self, module, device: "torch.device", offload: bool):
+        self.module, self.device, self.active = module, device, module is not None and offload and device.type != "cpu"
+
+    def _to(self, device) -> None:
+        # a PropagationModels bundle is three modules; anything else is one torch module
+        move(self.module, device) if hasattr(self.module, "propdpm") else self.module.to(device)
+
+    def __enter__(self):
+        if self.active:
+            self._to(self.device)
+
+    def __exit__(self, *exc):
+        if self.active:
+            self._to("cpu")
+            if self.device.type == "cuda":
+                import torch
+
+                torch.cuda.empty_cache()
+
+
+def move(models, device, dtype: "torch.dtype | None" = None) -> None:
+    """PropagationModels.to without the dtype keyword when there is no cast (diffusers warns whenever it is present)."""
+    kwargs = {"device": device} if dtype is None else {"device": device, "dtype": dtype}
+    for module in (models.propdpm, models.vae, models.image_encoder):
+        module.to(**kwargs)
+
+
+def cast_if_needed(current: "torch.dtype", wanted: "torch.dtype") -> "torch.dtype | None":
+    """`wanted` if a cast is needed, else None (diffusers warns on every dtype cast, needed or not)."""
+    return None if current == wanted else wanted

@@ -18,3 +18,10 @@ class UsageError(MagicPropError):
     """The user asked for something that cannot work (bad argument, bad input file); CLI exit code 2."""
 
     exit_code = 2
+
+
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of an exception's message (its class name when it has none), for one-line error reports."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if limit is None else line[:limit]

@@ -12,7 +12,7 @@ import os
 import socket
 from typing import Any, TypeVar
 
-from .errors import MagicPropError, UsageError
+from .errors import MagicPropError, UsageError, first_line
 from .fileio import expand_user
 
 T = TypeVar("T")
@@ -83,7 +83,7 @@ def _from_pretrained(cls, name: str, what: str, flag: str, **kwargs):
     try:
         return cls.from_pretrained(name, **kwargs)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         if "safetensors" in first.lower() and kwargs.get("use_safetensors"):
             raise UsageError(
                 f"{what} {name} has no .safetensors weights; convert them to safetensors (edit, propagate, batch, depth and ui "

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import UsageError, first_line
 from .fileio import atomic_write_json, check_output_path, expand_user, natural_key, require_file
 from .hub import DEFAULT_IDS
 from .propagation import get_propagator
@@ -127,7 +127,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise UsageError(f"config {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"config {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {first_line(exc)}") from None
     if not isinstance(data, dict):
         raise UsageError(f"config {path} must hold a mapping of settings, got {type(data).__name__}")
     data = data.get("settings", data)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .devices import resolve_device, resolve_dtype
+from .devices import cast_if_needed, move, on_device, resolve_device, resolve_dtype
 from .editing import (
     ControlNetDepthEditor, PointSegmenter, UserKeyframe, choose_keyframe, composite, default_feather, feather_mask, split_masks,
 )  # fmt: skip
@@ -121,7 +121,7 @@ class MagicPropPipeline:
         models = None
         if chosen.needs_model:
             models = PropagationModels.from_pretrained(propagation_model, allow_pickle=allow_pickle)
-            move(models, "cpu" if enable_model_cpu_offload else dev, _changed(models.dtype, dtype))
+            move(models, "cpu" if enable_model_cpu_offload else dev, cast_if_needed(models.dtype, dtype))
         ids = {"base_model": str(base_model), "controlnet": str(controlnet), "depth_model": str(depth_model), "sam_model": str(sam_model),
                "propagation_model": models.source if models is not None else None}  # fmt: skip
         return cls(models, propagator=chosen, model_ids=ids, device=dev, dtype=dtype, load_editor=load_editor,
@@ -145,9 +145,9 @@ class MagicPropPipeline:
                 raise UsageError("this pipeline was built with load_editor=False; pass an edited keyframe image instead of a prompt")
             self.editor = ControlNetDepthEditor.from_pretrained(self.model_ids["base_model"], self.model_ids["controlnet"], allow_pickle=self.allow_pickle)
             if self.cpu_offload and self.device.type != "cpu":
-                self.editor.to(dtype=_changed(self.editor.dtype, self.dtype)).enable_model_cpu_offload(self.device)
+                self.editor.to(dtype=cast_if_needed(self.editor.dtype, self.dtype)).enable_model_cpu_offload(self.device)
             else:
-                self.editor.to(self.device, _changed(self.editor.dtype, self.dtype))
+                self.editor.to(self.device, cast_if_needed(self.editor.dtype, self.dtype))
         needs_depth = depth is None and (self._propagator(propagator).needs_depth or bool(prompt))
         if needs_depth and self.depth_estimator is None:
             from .motion import DepthEstimator
@@ -239,7 +239,7 @@ class MagicPropPipeline:
             source=work, keyframes=keyframes, depth=depth, models=self.propagation_models, settings=settings,
             work_dir=None if work_dir is None else work_dir / "propagation", resume=resume, callback=callback,
         )  # fmt: skip
-        with _on_device(self.propagation_models if propagator.needs_model else None, self.device, self.cpu_offload):
+        with on_device(self.propagation_models if propagator.needs_model else None, self.device, self.cpu_offload):
             yield from propagator(request)
 
     # -----------------------------------------------------------------------------------------------------------------
@@ -384,41 +384,8 @@ class MagicPropPipeline:
         clip = work if whole_clip else work[k : k + 1]
         cache = work_dir / "depth" if work_dir is not None else None
         estimator = self.depth_estimator
-        with _on_device(estimator.model, self.device, self.cpu_offload):
+        with on_device(estimator.model, self.device, self.cpu_offload):
             return estimate_clip_depth(clip, estimator, cache_dir=cache, size=(h, w))
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-class _on_device:
-    """With CPU offload, a model visits the GPU only for the block that uses it; otherwise (or for None) a no-op."""
-
-    def __init__(self, module, device: torch.device, offload: bool):
-        self.module, self.device, self.active = module, device, module is not None and offload and device.type != "cpu"
-
-    def _to(self, device) -> None:
-        move(self.module, device) if isinstance(self.module, PropagationModels) else self.module.to(device)
-
-    def __enter__(self):
-        if self.active:
-            self._to(self.device)
-
-    def __exit__(self, *exc):
-        if self.active:
-            self._to("cpu")
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-
-
-def move(models: PropagationModels, device, dtype: torch.dtype | None = None) -> None:
-    """PropagationModels.to without the dtype keyword when there is no cast (diffusers warns whenever it is present)."""
-    kwargs = {"device": device} if dtype is None else {"device": device, "dtype": dtype}
-    for module in (models.propdpm, models.vae, models.image_encoder):
-        module.to(**kwargs)
-
-
-def _changed(current: torch.dtype, wanted: torch.dtype) -> torch.dtype | None:
-    """`wanted` if a cast is needed, else None (diffusers warns on every dtype cast, needed or not)."""
-    return None if current == wanted else wanted
 
 
 def _default_ids() -> dict[str, str | None]:

@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
-    from ..errors import UsageError
+    from ..errors import UsageError, first_line
     from ..fileio import require_file
     from ..jobs import EditJob, Outputs, PipelineCache, resolve_paths, run_job
 
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             done += 1
             print(f"{where}: wrote {job.output} ({record['seconds']:g} s)")
         except Exception as exc:  # noqa: BLE001 - one job's failure, whatever it is, must not stop the others
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            message = first_line(exc)
             failed.append(f"{where}: error: {message}")
             print(failed[-1], file=sys.stderr)
     rank = f" (process {state.process_index} of {state.num_processes})" if state.num_processes > 1 else ""

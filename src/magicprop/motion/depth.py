@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from ..devices import resolve_device, resolve_dtype
-from ..errors import MagicPropError, UsageError
+from ..errors import MagicPropError, UsageError, first_line
 from ..hub import DEFAULT_IDS
 from ..fileio import PathLike, atomic_save_npz, expand_user, require_file
 
@@ -130,7 +130,7 @@ def _check_depth_folder(folder: Path) -> None:
     try:
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
-        raise UsageError(f"{folder}/config.json is not a transformers config ({str(exc).splitlines()[0][:120]}); {hint}") from None
+        raise UsageError(f"{folder}/config.json is not a transformers config ({first_line(exc, 120)}); {hint}") from None
     if type(config) not in MODEL_FOR_DEPTH_ESTIMATION_MAPPING:
         raise UsageError(f"{folder} holds a {config.model_type!r} model, not a depth model; {hint}")
 

@@ -4,6 +4,9 @@ A checkpoint is `accelerator.save_state` (model weights as safetensors, optimize
 process) plus two files of ours: `ema.safetensors` (the EMA shadow weights, when EMA is on) and `train_state.json` (steps
 done, epoch, samples seen, the recipe). Everything is written into `.step-000N.partial/` and renamed when complete, and
 `train_state.json` is written last, so a run killed mid-save leaves a partial folder that `latest` never picks.
+Just before it, `checksums.json` records the size and digest of every file (`integrity.write_checksums`): a resumed run
+checks them, so a checkpoint damaged afterwards (a truncated copy, a full disk, bit rot) is never loaded. `--resume
+latest` then falls back to the newest intact one, saying so in one line; `--resume PATH` to a damaged one is refused.
 
 The data position needs no sampler state: the sample drawn at each global index is a pure function of (seed, index), so
 "steps done" is enough to continue exactly where the run stopped.
@@ -23,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import UsageError
 from ..fileio import atomic_path, atomic_write_json
+from ..integrity import check_folder, write_checksums
 
 logger = logging.getLogger(__name__)
 
@@ -48,18 +52,60 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
 
 
 def resolve_resume(output_dir: str | Path, resume: str) -> Path:
-    """`--resume latest` or `--resume PATH` -> a complete checkpoint folder, or a one-line UsageError."""
+    """`--resume latest` or `--resume PATH` -> a complete, intact checkpoint folder, or a one-line UsageError.
+
+    `latest` skips damaged checkpoints, newest first, with one warning line each; PATH must be intact itself."""
     if resume == "latest":
         found = list_checkpoints(output_dir)
         if not found:
             raise UsageError(f"--resume latest: no checkpoint in {Path(output_dir) / 'checkpoints'}; start without --resume")
-        return found[-1]
+        for ckpt in reversed(found):
+            problem = checkpoint_problem(ckpt)
+            if problem is None:
+                return ckpt
+            older = [c.name for c in found if c < ckpt]
+            _warn_once(ckpt, f"checkpoint {ckpt.name} is damaged ({problem}); "
+                             + (f"resuming from {older[-1]} instead" if older else "no older checkpoint is left"))  # fmt: skip
+        raise UsageError(f"--resume latest: every checkpoint in {Path(output_dir) / 'checkpoints'} is damaged; start "
+                         "without --resume in a new --output-dir")  # fmt: skip
     path = Path(resume)
     if not (path / STATE_FILE).is_file():
         raise UsageError(
             f"--resume {resume}: not a complete checkpoint folder (no {STATE_FILE}); pass 'latest' or a step-N folder"
         )
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise UsageError(f"--resume {resume}: the checkpoint is damaged ({problem}); pass 'latest' to take the newest "
+                         "intact one, or another step-N folder")  # fmt: skip
     return path
+
+
+# Verdicts by checkpoint and the stat of its files: `magicprop train` resolves --resume twice (before loading anything,
+# then in the loop), and a checkpoint of SD's size takes seconds to hash; the second call, and its warning, are free.
+_verdicts: dict[tuple, str | None] = {}
+_warned: set[tuple[Path, str]] = set()
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """None when the checkpoint is intact (its train_state.json reads and every file matches checksums.json)."""
+    try:
+        stamp = (ckpt.resolve(), tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in ckpt.rglob("*"))))
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    if stamp not in _verdicts:
+        try:
+            state = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+            problem = None if isinstance(state, dict) and "step" in state else f"{STATE_FILE} is garbled"
+        except (OSError, UnicodeDecodeError, ValueError):
+            problem = f"{STATE_FILE} is unreadable"
+        _verdicts[stamp] = problem or check_folder(ckpt)
+    return _verdicts[stamp]
+
+
+def _warn_once(ckpt: Path, message: str) -> None:
+    if (ckpt.resolve(), message) not in _warned:
+        _warned.add((ckpt.resolve(), message))
+        logger.warning("%s", message)
 
 
 def read_state(ckpt: Path) -> dict:
@@ -80,6 +126,7 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict,
     if accelerator.is_main_process:
         if ema is not None:
             save_ema(ema, partial)
+        write_checksums(partial)  # of everything above; a resumed run checks them before loading any of it
         atomic_write_json(partial / STATE_FILE, state)  # last: its presence marks the checkpoint complete
         if final.exists():  # a resumed run that re-reaches a step it had saved before it was killed
             shutil.rmtree(final)

@@ -19,6 +19,7 @@ from ..errors import UsageError
 from ..fileio import expand_user
 from ..hub import load_component
 from ..models.bundle import EMBEDDED_TINY
+from ..models.encoders import vae_scale_factor
 from ..models.propdpm import PropDPM
 from .recipes import TrainRecipe
 
@@ -130,7 +131,7 @@ def load_components(recipe: TrainRecipe) -> Components:
             f"the VAE has {vae.config.latent_channels} latent channels, PropDPM expects "
             f"{propdpm.config.latent_channels}; pass a matching --vae"
         )
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    factor = vae_scale_factor(vae)
     if recipe.resolution % (2 * factor):
         raise UsageError(
             f"resolution {recipe.resolution} must be a multiple of {2 * factor} (the VAE's {factor}x, then the adaptor's 2x)"

@@ -53,7 +53,7 @@ class FrameSampling:
 # ---------------------------------------------------------------------------------------------------------------------
 # Decoding a clip
 # ---------------------------------------------------------------------------------------------------------------------
-def decode_frames(source: ClipSource, sampling: FrameSampling) -> np.ndarray:
+def read_clip_frames(source: ClipSource, sampling: FrameSampling) -> np.ndarray:
     """Sampled frames (T, R, R, 3) uint8 of a clip; raises on anything unreadable."""
     kwargs = dict(start=0, max_frames=sampling.frames_per_clip, stride=sampling.frame_stride,
                   size=(sampling.resolution, sampling.resolution), center_crop=True)  # fmt: skip
@@ -208,7 +208,7 @@ class RawTripletDataset(TripletIndex):
         if i in self._cache:
             return self._cache[i]
         source = self.clips[i]
-        frames = decode_frames(source, self.sampling)
+        frames = read_clip_frames(source, self.sampling)
         if probe or len(frames) < TRIPLET_FRAMES:
             return frames, None
         depth = synthetic_depth(source, self.sampling, len(frames)) if source.synthetic else self.estimate_depth(frames)

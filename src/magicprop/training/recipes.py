@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import UsageError, first_line
 from ..hub import DEFAULT_IDS
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -163,7 +163,7 @@ def read_overrides(path: str | Path) -> dict[str, Any]:
         else:
             data = json.loads(text)
     except Exception as exc:  # any parse error becomes one line naming the file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise UsageError(f"cannot parse recipe file {path}: {first}") from None
     if not isinstance(data, dict):
         raise UsageError(f"recipe file {path} must hold a mapping of field: value, got {type(data).__name__}")

@@ -20,7 +20,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UsageError, first_line
 from ..fileio import expand_user
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def _manifest_clips(manifest: Path) -> Discovery:
                         raise UsageError(f"manifest {manifest} line {i} has no \"path\" field")
                     rows.append(row)
     except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
-        raise UsageError(f"cannot parse manifest {manifest}: {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"cannot parse manifest {manifest}: {first_line(exc)}") from None
     found = Discovery([], [])
     for i, row in enumerate(rows, 1):
         if not isinstance(row["path"], str):  # a short CSV row (None) or a JSON number/list: a bad entry, skipped

@@ -20,7 +20,7 @@ import gradio as gr
 import numpy as np
 
 from .. import __version__
-from ..errors import MagicPropError, UsageError
+from ..errors import MagicPropError, UsageError, first_line
 from ..propagation import get_propagator
 from ..fileio import atomic_write_json
 from .models import ActiveModels
@@ -49,10 +49,10 @@ def readable_errors(fn: F) -> F:
         except gr.Error:
             raise
         except MagicPropError as exc:
-            raise gr.Error(str(exc).splitlines()[0], print_exception=False) from None
+            raise gr.Error(first_line(exc), print_exception=False) from None
         except Exception as exc:  # a bug, not the user's doing: the traceback goes to the server log only
             logger.exception("unexpected error in %s", fn.__name__)
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            first = first_line(exc, 200) if str(exc).strip() else ""
             message = f"unexpected error ({type(exc).__name__}: {first}); the server log has the details"
             raise gr.Error(message, print_exception=False) from None
 
