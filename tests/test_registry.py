@@ -42,13 +42,13 @@ def test_the_registry_lists_the_builtin_propagators_with_their_needs():
     needs = {name: (p.needs_model, p.needs_depth, p.needs_source) for name, p in PROPAGATORS.items()}
     assert needs["propdpm"] == needs["hybrid"] == (True, True, True)
     assert needs["copy"] == (False, False, False) and needs["flow"][:2] == (False, False)
-    with pytest.raises(UsageError, match="unknown propagator 'magic'; choose one of propdpm, hybrid"):
+    with pytest.raises(UsageError, match="unknown propagator 'magic'; choose one of auto, propdpm, hybrid"):
         get_propagator("magic")
 
 
 def test_the_cli_choices_are_the_registry(toy):
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices["propagate"]
-    assert sub._option_string_actions["--propagator"].choices == list(PROPAGATORS)
+    assert sub._option_string_actions["--propagator"].choices == ["auto", *PROPAGATORS]
 
 
 def test_a_registered_propagator_runs_through_the_pipeline_and_the_cli(toy, tmp_path):
@@ -72,3 +72,14 @@ def test_a_registered_propagator_runs_through_the_pipeline_and_the_cli(toy, tmp_
 def test_a_propagator_that_needs_a_model_is_refused_without_one():
     with pytest.raises(UsageError, match="propdpm propagator needs propagation models"):
         MagicPropPipeline(None, propagator="propdpm")
+
+
+def test_auto_is_propdpm_with_a_model_and_flow_without(caplog):
+    from magicprop.propagation import resolve
+
+    assert resolve("auto", model_given=True).name == "propdpm"
+    with caplog.at_level("INFO"):
+        assert resolve("auto", model_given=False).name == "flow"
+    assert "no propagation model given" in caplog.text and "--model" in caplog.text
+    assert resolve("copy", model_given=True).name == "copy"  # a named choice is never overridden
+    assert MagicPropPipeline().propagator.name == "flow"  # the pipeline's default is auto too

@@ -31,7 +31,7 @@ import numpy as np
 from .errors import UsageError, first_line
 from .fileio import atomic_write_json, check_output_path, expand_user, natural_key, require_file
 from .hub import DEFAULT_IDS
-from .propagation import get_propagator
+from .propagation import resolve
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class EditJob:
     strength: float | None = None  # None: paint the keyframe from noise; (0, 1]: start from the frame
     propagation_steps: int = 25
     propagation_guidance_scale: float = 1.0
-    propagator: str = "propdpm"  # a name in magicprop.propagation.PROPAGATORS
+    propagator: str = "auto"  # a name in magicprop.propagation.PROPAGATORS, or auto: propdpm with --model, else flow
     model: str | None = None  # propagation model folder; None = the embedded tiny model
     base_model: str = DEFAULT_IDS["sd15"]
     controlnet: str = DEFAULT_IDS["controlnet_depth"]
@@ -203,7 +203,7 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
     t0 = time.time()
     # 1. Check inputs and outputs before loading anything: a typo costs nothing, an input is never overwritten
     require_file(job.video, "video")
-    get_propagator(job.propagator)  # an unknown name fails here, naming the choices
+    resolve(job.propagator, model_given=job.model is not None)  # an unknown name fails here, naming the choices
     if job.keyframes and (job.keyframe_image or job.prompt):
         raise UsageError("give either --keyframes DIR (several edited keyframes) or one --keyframe-image / --prompt, not both")
     keyframe_paths = keyframe_files(job.keyframes) if job.keyframes else None
@@ -254,7 +254,8 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
             comparison.write(side_by_side([source[t : t + 1], out.frames[t : t + 1]], ["source", "edited"])[0])
     save_image(outputs.keyframe, out.keyframe)
     settings = {k: v for k, v in dataclasses.asdict(job).items() if k not in RUN_ONLY}
-    settings = {**resolve_paths(settings, Path.cwd()), "seed": seed, "keyframe_index": out.keyframe_index}  # absolute paths
+    settings = {**resolve_paths(settings, Path.cwd()), "seed": seed, "keyframe_index": out.keyframe_index,  # absolute paths
+                "propagator": resolve(job.propagator, model_given=job.model is not None).name}  # "auto" as resolved
     record = {
         "command": f"magicprop {command} {Path(job.video).resolve()} --config {outputs.json.resolve()} -o OTHER.mp4",
         "video": str(Path(job.video).resolve()),
@@ -304,7 +305,7 @@ def mask_files(folder: str | Path, num_frames: int) -> list[Path]:
 
 def _used(key: str, job: EditJob) -> bool:
     """Whether the job needed this model (OUT.json lists only those)."""
-    propagator = get_propagator(job.propagator)
+    propagator = resolve(job.propagator, model_given=job.model is not None)
     return {
         "base_model": bool(job.prompt), "controlnet": bool(job.prompt), "sam_model": bool(job.mask_points),
         "depth_model": job.depth is None and (propagator.needs_depth or bool(job.prompt)),

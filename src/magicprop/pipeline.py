@@ -34,7 +34,7 @@ from .fileio import atomic_write_json, require_file
 from .models.bundle import PropagationModels
 from .models.configs import DEFAULT_IDS
 from .models.encoders import vae_scale_factor
-from .propagation import PropagationRequest, PropagationSettings, Propagator, get_propagator, resolve_keyframes
+from .propagation import AUTO, PropagationRequest, PropagationSettings, Propagator, get_propagator, resolve, resolve_keyframes
 from .propagation.store import check_fingerprint
 from .video import load_image, read_video, resize_frames, save_image, working_size
 
@@ -72,7 +72,7 @@ class MagicPropPipeline:
         self,
         propagation_models: PropagationModels | None = None,
         *,
-        propagator: str | Propagator = "propdpm",
+        propagator: str | Propagator = AUTO,
         editor: ControlNetDepthEditor | None = None,
         depth_estimator=None,
         segmenter: PointSegmenter | None = None,
@@ -84,7 +84,8 @@ class MagicPropPipeline:
         allow_pickle: bool = False,
     ):
         self.propagation_models = propagation_models
-        self.propagator = self._propagator(propagator)  # the default of every call; a call may name another
+        # the default of every call (a call may name another); "auto": PropDPM when models were given, else flow
+        self.propagator = self._propagator(resolve(propagator, model_given=propagation_models is not None))
         self.editor, self.depth_estimator, self.segmenter = editor, depth_estimator, segmenter
         self.model_ids = {**_default_ids(), **(model_ids or {})}
         self.device, self.dtype = torch.device(device), dtype
@@ -101,7 +102,7 @@ class MagicPropPipeline:
         depth_model: str | os.PathLike = DEFAULT_IDS["depth"],
         *,
         sam_model: str | os.PathLike = DEFAULT_IDS["sam"],
-        propagator: str | Propagator = "propdpm",
+        propagator: str | Propagator = AUTO,
         device: str | torch.device | None = None,
         torch_dtype: str | torch.dtype | None = None,
         enable_model_cpu_offload: bool = False,
@@ -111,11 +112,14 @@ class MagicPropPipeline:
         """Load the propagation model now when the propagator needs one (None = the tiny model embedded in the package);
         SD, the ControlNet, the depth model and SAM are only named here and loaded by the first call that needs them.
 
+        propagator: a name in `magicprop.propagation.PROPAGATORS`, or "auto": PropDPM when `propagation_model` is
+            given, else the weight-free `flow` (the embedded tiny model is for the demo and synthetic clips).
+
         enable_model_cpu_offload: for GPUs with little memory: SD's parts visit the GPU one at a time (diffusers'
             hooks) and PropDPM is moved there only while it propagates.
         load_editor: False never loads stage I (a prompt is then refused): for propagation-only services.
         """
-        chosen = get_propagator(propagator) if isinstance(propagator, str) else propagator
+        chosen = resolve(propagator, model_given=propagation_model is not None)
         dev = resolve_device(device)
         dtype = resolve_dtype(torch_dtype, dev)
         models = None

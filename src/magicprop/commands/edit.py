@@ -55,7 +55,7 @@ def add_stage2_arguments(p: argparse.ArgumentParser, *, aliases: bool = False) -
     """Stage II's flags. aliases: also accept `--steps` and `--guidance-scale` for them (`magicprop propagate`, which
     has no stage I, spelled them so before; scripts may still do)."""
     from ..jobs import EditJob
-    from ..propagation import PROPAGATORS
+    from ..propagation import PROPAGATORS, choices
 
     d = EditJob("", "")
     g = p.add_argument_group("stage II (propagation)")
@@ -65,8 +65,9 @@ def add_stage2_arguments(p: argparse.ArgumentParser, *, aliases: bool = False) -
                    help="several edited keyframes, each named by its frame index (0.png, 31.png): each kept exactly, crossfaded between")
     g.add_argument("--masks", default=S, metavar="DIR", help="per-frame masks (numbered images): the output keeps the source outside them")
     g.add_argument("--feather", type=int, default=S, metavar="PX", help="soft edge of --masks in pixels (default: 1%% of the longer side)")
-    choices = "; ".join(f"{name}: {p.summary}" for name, p in PROPAGATORS.items())
-    g.add_argument("--propagator", choices=list(PROPAGATORS), default=S, help=f"{choices} (default: {d.propagator})")
+    described = "; ".join(f"{name}: {p.summary}" for name, p in PROPAGATORS.items())
+    g.add_argument("--propagator", choices=choices(), default=S,
+                   help=f"auto: propdpm when --model is given, else flow; {described} (default: {d.propagator})")
     g.add_argument("--propagation-steps", *(["--steps"] if aliases else []), dest="propagation_steps", type=int, default=S, metavar="N",
                    help=f"PropDPM sampling steps per frame (default: {d.propagation_steps})")
     g.add_argument("--propagation-guidance-scale", *(["--guidance-scale"] if aliases else []), dest="propagation_guidance_scale",

@@ -15,6 +15,8 @@ their choices and each propagator's needs (`needs_model`, `needs_depth`, `needs_
 
 from __future__ import annotations
 
+import logging
+
 from ..errors import UsageError
 from .base import PropagationRequest, PropagationSettings, Propagator, resolve_keyframes
 from .blend import blend_keyframes, keyframe_spans
@@ -23,6 +25,11 @@ from .fusion import FlowFusion, FusionStep
 from .learned import HybridPropagator, PropDPMPropagator
 
 PROPAGATORS: dict[str, Propagator] = {}
+AUTO = "auto"  # the default choice everywhere: see `resolve`
+# What "auto" picks: the model when the user gave one; otherwise the best weight-free propagator. The embedded tiny
+# PropDPM was trained on 64x64 synthetic clips: on real footage it cannot give a usable result, so it is never picked
+# by default (the demo and the UI's synthetic examples use it by name).
+AUTO_WITH_MODEL, AUTO_WITHOUT_MODEL = "propdpm", "flow"
 
 
 def register(propagator: Propagator) -> Propagator:
@@ -36,8 +43,28 @@ def register(propagator: Propagator) -> Propagator:
 def get_propagator(name: str) -> Propagator:
     """The registered propagator called `name`, or one line naming the choices."""
     if name not in PROPAGATORS:
-        raise UsageError(f"unknown propagator {name!r}; choose one of {', '.join(PROPAGATORS)}")
+        raise UsageError(f"unknown propagator {name!r}; choose one of {', '.join(choices())}")
     return PROPAGATORS[name]
+
+
+def choices() -> list[str]:
+    """What a user may ask for: "auto" and every registered name."""
+    return [AUTO, *PROPAGATORS]
+
+
+def resolve(name: str | Propagator, *, model_given: bool) -> Propagator:
+    """The propagator a user's choice means. "auto": PropDPM when a propagation model was given (`--model`), else the
+    weight-free `flow`, said in one log line."""
+    if isinstance(name, Propagator):
+        return name
+    if name != AUTO:
+        return get_propagator(name)
+    chosen = get_propagator(AUTO_WITH_MODEL if model_given else AUTO_WITHOUT_MODEL)
+    if not model_given:
+        logging.getLogger(__name__).info(
+            "propagator: %s (no propagation model given; pass --model DIR for PropDPM, or --propagator NAME)", chosen.name
+        )
+    return chosen
 
 
 for _p in (PropDPMPropagator(), HybridPropagator(), FlowPropagator(), CopyPropagator()):
@@ -45,7 +72,7 @@ for _p in (PropDPMPropagator(), HybridPropagator(), FlowPropagator(), CopyPropag
 
 # The sampling loop (`sampling`) and the step store (`store`) load torch: import them from their modules.
 __all__ = [
-    "PROPAGATORS", "CopyPropagator", "FlowFusion", "FlowPropagator", "FusionStep", "HybridPropagator", "PropDPMPropagator",
+    "AUTO", "PROPAGATORS", "choices", "resolve", "CopyPropagator", "FlowFusion", "FlowPropagator", "FusionStep", "HybridPropagator", "PropDPMPropagator",
     "PropagationRequest", "PropagationSettings", "Propagator", "blend_keyframes", "get_propagator", "keyframe_spans",
     "propagate_copy", "propagate_flow", "register", "resolve_keyframes",
 ]  # fmt: skip

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import MagicPropError, UsageError
-from ..propagation import PROPAGATORS, PropagationSettings, get_propagator
+from ..propagation import AUTO, PROPAGATORS, PropagationSettings, get_propagator, resolve
 from .session import Clip
 
 logger = logging.getLogger(__name__)
@@ -39,8 +39,10 @@ class ModelOptions:
 class ActiveModels:
     """The shared pipeline, what it can run, and why not where it cannot."""
 
-    def __init__(self, pipeline, *, propdpm_reason: str | None, editor_reason: str | None, depth_reason: str | None):
+    def __init__(self, pipeline, *, propdpm_reason: str | None, editor_reason: str | None, depth_reason: str | None,
+                 model_given: bool = False):  # fmt: skip
         self.pipeline = pipeline
+        self.model_given = model_given  # --model named a propagation model (not the embedded tiny one)
         self.propdpm_reason = propdpm_reason  # None = PropDPM loaded
         self.editor_reason = editor_reason  # None = stage I can load (on first Generate)
         self.depth_reason = depth_reason  # None = the depth estimator can load (on first use)
@@ -77,7 +79,8 @@ class ActiveModels:
                 ids["controlnet"], "config.json", "--controlnet"
             )
         depth_reason = _unavailable(ids["depth_model"], "config.json", "--depth-model")
-        return cls(pipeline, propdpm_reason=propdpm_reason, editor_reason=editor_reason, depth_reason=depth_reason)
+        return cls(pipeline, propdpm_reason=propdpm_reason, editor_reason=editor_reason, depth_reason=depth_reason,
+                   model_given=options.model is not None)  # fmt: skip
 
     # -- what the page offers ----------------------------------------------------------------------------------------
     @property
@@ -89,10 +92,10 @@ class ActiveModels:
         return [name for name, p in PROPAGATORS.items() if self.propdpm_reason is None or not p.needs_model]
 
     def default_propagator(self) -> str:
-        # PropDPM without a depth estimator only runs on the bundled examples, so a weight-free one is the safer
-        # first choice then.
-        usable = [n for n in self.propagators() if not PROPAGATORS[n].needs_depth or self.depth_reason is None]
-        return usable[0]
+        """The "auto" rule of the CLI: PropDPM when --model named one (and depth can be had), else `flow`; the
+        embedded tiny model, trained on synthetic clips, stays a choice for the synthetic examples."""
+        chosen = resolve(AUTO, model_given=self.model_given and self.propdpm_reason is None and self.depth_reason is None)
+        return chosen.name if chosen.name in self.propagators() else self.propagators()[0]
 
     def describe(self) -> dict:
         """The models behind a result, for settings.json."""
