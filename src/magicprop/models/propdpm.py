@@ -16,6 +16,13 @@ difference from the warped previous latent, z_k - warp(z_{k-1}). The network the
 flow gets wrong: disocclusions, entering content, blur), and a network that predicts nothing returns the warped
 latent. `PropConditioning.base` carries that warped latent; training subtracts it from the target and sampling adds it
 back to what it sampled.
+
+`context_level_embedding=True` (beyond the paper, after GameNGen's noise augmentation) is against exposure bias: at
+inference the previous latent is the chain's own output, with every earlier frame's error in it, while training shows
+the true one. Training noises the previous latent to a random level l in [0, max] (prev' = sqrt(1 - l^2) prev + l eps)
+and tells the model l through an embedding added to the timestep embedding (diffusers' `class_embed_type="timestep"`,
+zero-initialised, so such a model starts out equal to one without it); inference noises its own previous output to a
+small fixed level (`inference_context_level`), which hides small errors the model then learns to ignore.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ class PropConditioning:
     spatial: torch.Tensor  # (B, 6 or 10, h, w): target depth, previous latent, previous depth [, warped previous latent]
     reference_tokens: torch.Tensor  # (B or 1, 1 + h/2 * w/2, C): adaptor output, shared by every frame of a clip
     base: torch.Tensor | None = None  # (B, 4, h, w) residual models: the warped previous latent the sample is added to
+    context_level: torch.Tensor | None = None  # (B,) in [0, 1]: how much the previous latent was noised (0 = clean)
 
     def to_latent(self, sample: torch.Tensor) -> torch.Tensor:
         """A sampled (denoised) latent -> the frame's latent: the sample itself, or base + sample for residual models."""
@@ -92,6 +100,8 @@ def assemble_conditioning(
     previous_flow: torch.Tensor | None = None,
     drop_previous: torch.Tensor | None = None,
     residual: bool = False,
+    context_noise: torch.Tensor | None = None,
+    context_level: torch.Tensor | None = None,
 ) -> PropConditioning:
     """Put PropDPM's conditions together; training and inference both call this.
 
@@ -107,10 +117,16 @@ def assemble_conditioning(
             that the first frame of a chain can be generated from the reference alone.
         residual: for models built with `predict_residual=True`: the warped previous latent becomes `base` too (zeros
             where the previous frame is dropped, so such samples learn the whole latent).
+        context_noise, context_level: for models built with `context_level_embedding=True`: Gaussian noise like the
+            previous latent and (B,) levels in [0, 1]; the previous latent becomes sqrt(1 - l^2) prev + l noise (before
+            it is warped) and the levels are passed on to the model's level embedding.
     """
     size = tuple(previous_latent.shape[-2:])
     target = depth_to_latent_grid(target_depth, size)  # (B, 1, h, w)
     prev_depth = depth_to_latent_grid(previous_depth, size)  # (B, 1, h, w)
+    if context_level is not None:
+        level = context_level.to(previous_latent.dtype)[:, None, None, None]  # (B, 1, 1, 1)
+        previous_latent = (1 - level**2).sqrt() * previous_latent + level * context_noise.to(previous_latent.dtype)
     if drop_previous is not None:
         keep = (~drop_previous).to(previous_latent.dtype)[:, None, None, None]
         previous_latent, prev_depth = previous_latent * keep, prev_depth * keep
@@ -122,7 +138,8 @@ def assemble_conditioning(
     if residual and warped is None:
         raise ValueError("a residual PropDPM adds its sample to the warped previous latent: pass previous_flow")
     spatial = torch.cat(parts, dim=1)  # (B, 6 [+4], h, w)
-    return PropConditioning(spatial=spatial, reference_tokens=reference_tokens, base=warped if residual else None)
+    return PropConditioning(spatial=spatial, reference_tokens=reference_tokens, base=warped if residual else None,
+                            context_level=context_level)  # fmt: skip
 
 
 class PropDPM(ModelMixin, ConfigMixin):
@@ -147,6 +164,8 @@ class PropDPM(ModelMixin, ConfigMixin):
         reference_mode: str = "clip+vae",  # "clip" is the CLIP-only ablation of the adaptor
         use_warped_previous: bool = False,  # 4 more input channels: the previous latent warped along the source's flow
         predict_residual: bool = False,  # diffuse target - warped previous latent (needs use_warped_previous)
+        context_level_embedding: bool = False,  # read how much the previous latent was noised (exposure-bias training)
+        inference_context_level: float = 0.0,  # the level sampling noises its own previous output to (with the embedding)
     ):
         super().__init__()
         if reference_mode not in REFERENCE_MODES:
@@ -164,7 +183,12 @@ class PropDPM(ModelMixin, ConfigMixin):
             attention_head_dim=attention_head_dim,
             cross_attention_dim=cross_attention_dim,
             norm_num_groups=norm_num_groups,
+            class_embed_type="timestep" if context_level_embedding else None,
         )
+        if context_level_embedding:
+            # zero-init the level embedding's output layer: it adds nothing until training teaches it (DiT's zero-init)
+            torch.nn.init.zeros_(self.unet.class_embedding.linear_2.weight)
+            torch.nn.init.zeros_(self.unet.class_embedding.linear_2.bias)
         self.adapter = AppearanceAdapter(cross_attention_dim, latent_channels, use_vae=reference_mode == "clip+vae")
 
     @property
@@ -254,4 +278,8 @@ class PropDPM(ModelMixin, ConfigMixin):
         tokens = conditioning.reference_tokens.to(sample.dtype)
         if tokens.shape[0] != x.shape[0]:
             tokens = tokens.expand(x.shape[0], -1, -1)  # one reference for every chain of a clip
-        return self.unet(x, timestep, encoder_hidden_states=tokens).sample
+        levels = None
+        if self.config.get("context_level_embedding", False):  # the level on the timestep scale (0..1000)
+            level = conditioning.context_level if conditioning.context_level is not None else torch.zeros(x.shape[0])
+            levels = (level.to(x.device, torch.float32) * 1000).expand(x.shape[0])
+        return self.unet(x, timestep, encoder_hidden_states=tokens, class_labels=levels).sample

@@ -115,6 +115,9 @@ def propagate_latents(
     factor = vae_scale_factor(models.vae)
     warped = bool(models.propdpm.config.get("use_warped_previous", False))
     residual = bool(models.propdpm.config.get("predict_residual", False))
+    # exposure-bias models see their own previous output noised to a small fixed level (see models.propdpm)
+    embedded_level = models.propdpm.config.get("context_level_embedding", False)
+    context_level = float(models.propdpm.config.get("inference_context_level", 0.0)) if embedded_level else 0.0
     if warped and video is None:
         raise UsageError("this PropDPM conditions on optical flow (use_warped_previous): pass the source frames as `video`")
     video = video if warped else None
@@ -167,6 +170,12 @@ def propagate_latents(
             prev_idx = [k + d * (step - 1) for d in chains]
             # the source's motion from each target back to its previous frame, in pixels: (H, W, 2) numpy per target
             flows = [optical_flow(video[t], video[p]) for t, p in zip(targets, prev_idx)] if video is not None else None
+            # frame t's noise (and, after it, the noise its previous latent gets) depends on (seed, t) only
+            generators = [frame_generator(settings.seed, t) for t in targets]
+            noise = torch.stack([torch.randn(key_latent.shape[1:], generator=g) for g in generators]).to(device, dtype)
+            context = None
+            if context_level > 0:
+                context = torch.stack([torch.randn(key_latent.shape[1:], generator=g) for g in generators]).to(device, dtype)
             cond = assemble_conditioning(
                 target_depth=depth_grid[targets],
                 previous_latent=torch.stack([previous[d] for d in chains]),
@@ -174,10 +183,9 @@ def propagate_latents(
                 reference_tokens=reference,
                 previous_flow=torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).to(device, dtype) if warped else None,
                 residual=residual,
+                context_noise=context,
+                context_level=None if context is None else torch.full((len(targets),), context_level, device=device),
             )
-            noise = torch.stack([
-                torch.randn(key_latent.shape[1:], generator=frame_generator(settings.seed, t)) for t in targets
-            ]).to(device, dtype)  # fmt: skip
             latents = denoise(models, scheduler, noise, cond, settings, null)
             fused = None
             if fusion is not None:

@@ -71,7 +71,8 @@ def load_components(recipe: TrainRecipe) -> Components:
     from ..models.bundle import PropagationModels
 
     overrides = {"reference_mode": recipe.reference_mode, "use_warped_previous": recipe.use_warped_previous,
-                 "predict_residual": recipe.predict_residual}  # fmt: skip
+                 "predict_residual": recipe.predict_residual, "context_level_embedding": recipe.context_noise > 0,
+                 "inference_context_level": recipe.context_noise_inference if recipe.context_noise > 0 else 0.0}  # fmt: skip
     references: dict[str, dict[str, str]] = {}
     kind = pretrained_kind(recipe.pretrained) if recipe.pretrained else "scratch"
     vae = image_encoder = None

@@ -59,10 +59,11 @@ class PropDPMTraining(nn.Module):
         self.noise_scheduler = noise_scheduler
 
     def forward(self, target_latent, noise, timesteps, target_depth, previous_latent, previous_depth, clip_tokens,
-                reference_latent, drop_reference, drop_previous, previous_flow=None):  # fmt: skip
+                reference_latent, drop_reference, drop_previous, previous_flow=None, context_noise=None, context_level=None):  # fmt: skip
         reference = self.propdpm.encode_reference(clip_tokens, reference_latent, drop=drop_reference)  # (B, 1 + hw/4, C)
         cond = assemble_conditioning(target_depth, previous_latent, previous_depth, reference, previous_flow=previous_flow,
-                                     drop_previous=drop_previous, residual=self.propdpm.config.get("predict_residual", False))  # fmt: skip
+                                     drop_previous=drop_previous, residual=self.propdpm.config.get("predict_residual", False),
+                                     context_noise=context_noise, context_level=context_level)  # fmt: skip
         x0 = cond.to_sample(target_latent)  # (B, 4, h, w)
         noisy = self.noise_scheduler.add_noise(x0, noise, timesteps)
         target_v = self.noise_scheduler.get_velocity(x0, noise, timesteps)  # alpha_t * eps - sigma_t * x0
@@ -117,8 +118,13 @@ def diffusion_loss(model: nn.Module, noise_scheduler, enc: EncodedBatch, recipe:
         offset = torch.randn(shape[0], shape[1], 1, 1, generator=generator)  # (B, C, 1, 1): a colour cast
         jitter = torch.randn(shape, generator=generator)  # (B, C, h, w)
         previous = previous + (recipe.previous_noise * (offset + jitter)).to(device, previous.dtype)
+    context_noise = context_level = None
+    if recipe.context_noise > 0:  # exposure bias: the previous latent noised to a random level the model is told
+        context_level = (torch.rand(b, generator=generator) * recipe.context_noise).to(device)
+        context_noise = torch.randn(previous.shape, generator=generator).to(device, previous.dtype)
     pred, target_v = model(enc.target_latent, noise, timesteps, enc.target_depth, previous, enc.previous_depth,
-                           enc.clip_tokens, enc.reference_latent, drop_reference, drop_previous, enc.previous_flow)  # fmt: skip
+                           enc.clip_tokens, enc.reference_latent, drop_reference, drop_previous, enc.previous_flow,
+                           context_noise, context_level)  # fmt: skip
     return F.mse_loss(pred.float(), target_v.float())
 
 

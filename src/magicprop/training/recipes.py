@@ -65,6 +65,11 @@ class TrainRecipe:
     # per-channel offset (a colour cast) and per-element noise, both N(0, s^2), so the model learns to pull a drifted
     # previous frame back towards the reference. 0 = off (the paper).
     previous_noise: float = 0.0
+    # Beyond the paper, after GameNGen: each sample's previous latent is noised to a level drawn uniformly from
+    # [0, context_noise] (sqrt(1 - l^2) z + l eps) and PropDPM is told the level (an embedding added to the timestep
+    # embedding, zero-initialised); sampling noises its own previous output to `context_noise_inference`. 0 = off.
+    context_noise: float = 0.0
+    context_noise_inference: float = 0.1
 
     # --- bookkeeping
     checkpoint_every: int = 1000  # optimizer steps between checkpoints (and at the last step)
@@ -96,6 +101,9 @@ class TrainRecipe:
                 problems.append(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
         if self.previous_noise < 0:
             problems.append(f"previous_noise must not be negative, got {self.previous_noise}")
+        for name in ("context_noise", "context_noise_inference"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name} must be a noise level in [0, 1], got {getattr(self, name)}")
         if self.predict_residual and not self.use_warped_previous:
             problems.append("predict_residual needs use_warped_previous: true (the residual is taken from the warped previous latent)")
         if min(self.warmup_steps, self.num_workers, self.clip_cache) < 0:
