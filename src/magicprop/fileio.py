@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -138,3 +139,18 @@ def check_output_path(output: PathLike, *inputs: PathLike | None) -> Path:
 def natural_key(path: PathLike) -> list:
     """Sort key for file names in natural order: 2.png before 10.png (numbers compare as numbers)."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", Path(path).name)]
+
+
+def remove_stale_temporaries(path: PathLike) -> list[Path]:
+    """Delete what a killed writer of `path` left beside it: `atomic_path`'s `.STEM.XXXXXXXX.tmpSUFFIX` files and the
+    frame-folder writer's `.NAME.XXXXXXXX.tmp` / `.old` folders (XXXXXXXX: tempfile's 8 random characters, so another
+    output's temporaries never match). A SIGKILL runs no cleanup, so the next run of the same job does it."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    names = (re.compile(rf"^\.{re.escape(path.stem)}\.[a-z0-9_]{{8}}\.tmp{re.escape(path.suffix)}$"),
+             re.compile(rf"^\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.(tmp|old)$"))  # fmt: skip
+    stale = sorted(p for p in path.parent.iterdir() if any(n.match(p.name) for n in names))
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return stale

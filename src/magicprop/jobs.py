@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UsageError, first_line
-from .fileio import atomic_write_json, check_output_path, expand_user, natural_key, require_file
+from .fileio import atomic_write_json, check_output_path, expand_user, natural_key, remove_stale_temporaries, require_file
 from .hub import DEFAULT_IDS
 from .propagation import resolve
 
@@ -172,6 +172,13 @@ class Outputs:
     def complete(self) -> bool:
         return self.video.exists() and self.json.is_file()
 
+    def tidy(self) -> None:
+        """Remove what a kill can leave beside complete outputs: writers' temporaries, and the work folder when the
+        run was killed between writing OUT.json and removing it."""
+        for path in (self.video, self.keyframe, self.comparison, self.json):
+            remove_stale_temporaries(path)
+        shutil.rmtree(self.work, ignore_errors=True)
+
 
 @dataclass
 class PipelineCache:
@@ -219,6 +226,7 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
     inputs = [p for p in (job.video, job.mask, job.keyframe_image, job.depth, job.masks, *(keyframe_paths or {}).values()) if p]
     for path in (outputs.video, outputs.keyframe, outputs.comparison, outputs.json):
         check_output_path(path, *inputs)
+        remove_stale_temporaries(path)  # what a killed earlier run of this job was writing
     seed = job.seed if job.seed is not None else int(np.random.SeedSequence().generate_state(1)[0] >> 1)
 
     # 2. Load every model this job needs (a missing one fails here, in one line)

@@ -29,7 +29,7 @@ from .devices import cast_if_needed, move, on_device, resolve_device, resolve_dt
 from .editing import (
     ControlNetDepthEditor, PointSegmenter, UserKeyframe, choose_keyframe, composite, default_feather, feather_mask, split_masks,
 )  # fmt: skip
-from .errors import UsageError
+from .errors import UsageError, first_line
 from .fileio import atomic_write_json, require_file
 from .models.bundle import PropagationModels
 from .models.configs import DEFAULT_IDS
@@ -409,11 +409,23 @@ def _digest(array: np.ndarray | None) -> str | None:
 
 
 def _cached_keyframe(work_dir: Path | None, stamp: dict, resume: bool) -> np.ndarray | None:
+    """The edited keyframe a killed run kept, or None (then stage I runs again). A damaged record or image is not
+    trusted: it is said in one line and redone, like a damaged propagation step."""
     if work_dir is None or not resume or not (work_dir / "keyframe.json").is_file() or not (work_dir / "keyframe.png").is_file():
         return None
-    check_fingerprint(json.loads((work_dir / "keyframe.json").read_text()), json.loads(json.dumps(stamp, default=str)), work_dir)
+    try:
+        saved = json.loads((work_dir / "keyframe.json").read_text())
+    except (ValueError, UnicodeDecodeError):
+        logger.warning("the kept keyframe of %s is damaged (keyframe.json unreadable); editing it again", work_dir)
+        return None
+    check_fingerprint(saved, json.loads(json.dumps(stamp, default=str)), work_dir)
+    try:
+        keyframe = load_image(work_dir / "keyframe.png")
+    except UsageError as exc:
+        logger.warning("the kept keyframe of %s is damaged (%s); editing it again", work_dir, first_line(exc, 120))
+        return None
     logger.info("resuming: reusing the edited keyframe in %s", work_dir)
-    return load_image(work_dir / "keyframe.png")
+    return keyframe
 
 
 def _store_keyframe(work_dir: Path | None, stamp: dict, keyframe: np.ndarray) -> None:

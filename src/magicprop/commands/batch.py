@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
                 values["device"] = str(state.device)
             job = EditJob.from_mapping(values, where=where)
             if Outputs.of(job.output).complete():
+                Outputs.of(job.output).tidy()  # a kill after the record was written can leave a work folder
                 skipped += 1
                 continue
             record = run_job(job, cache=cache, command="edit")

@@ -162,7 +162,8 @@ def propagate_latents(
     # 4. Propagate, both chains in one batch
     scheduler = scheduler_from_config(models.scheduler_config, settings.scheduler)
     # closed also when a step fails (disk full, a cancelling callback): the error line then starts on a line of its own
-    bar = tqdm(total=num_frames - 1, initial=sum(1 for s in where.values() if s <= done), desc="propagating", unit="frame", disable=not progress)
+    finished = sum(1 for s in where.values() if s <= done)  # counted here: a disabled tqdm bar does not count
+    bar = tqdm(total=num_frames - 1, initial=finished, desc="propagating", unit="frame", disable=not progress)
     with bar:
         for step in range(done + 1, num_steps + 1):
             chains = [d for d in (+1, -1) if 0 <= k + d * step < num_frames]
@@ -200,8 +201,9 @@ def propagate_latents(
             else:
                 store.save_step(step, dict(zip(targets, latents)), dict(zip(targets, fused)))
             bar.update(len(targets))
+            finished += len(targets)
             if callback is not None:
-                callback(bar.n, num_frames - 1)
+                callback(finished, num_frames - 1)
     return store, where
 
 

@@ -1,0 +1,200 @@
+"""Work folders and checkpoints that check themselves before a resumed run trusts them.
+
+A killed run, a full disk or a copy interrupted halfway can leave a piece of saved work cut short, empty or garbled;
+resuming from it must neither crash nor silently produce something else. So every piece records what it must be:
+
+- A *piece* of a work folder (a propagation step, a frame, a chain's state) is one safetensors file whose header
+  metadata holds the size and the blake2b digest of its data section. The record travels inside the piece, renamed into
+  place with it, so there is no moment at which a piece exists without its record (or a record without its piece), and
+  no manifest to rewrite after every step. `read_piece` re-reads the bytes and checks both before anything is used.
+- `job.json` of a work folder carries `"format": FORMAT`; a folder of another format, or an unreadable `job.json`, is
+  refused in one line (`open_work_folder`).
+- A folder written by someone else's code (a training checkpoint is mostly `accelerate.save_state`) gets
+  `checksums.json`: size and digest of every file, written after them and before the marker of completion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
+
+from .errors import UsageError
+from .fileio import atomic_write_bytes, atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 1  # of work folders: job.json, and pieces carrying their size and digest; bump when either changes
+CHECKSUMS = "checksums.json"
+_CHUNK = 1 << 22
+
+
+class Damaged(Exception):
+    """A piece that is missing, cut short, or not what was written; the message says which, in a few words."""
+
+
+def digest(data: bytes | memoryview) -> str:
+    """blake2b (128 bits): about as fast as reading the bytes, and no accidental damage goes unnoticed."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def file_record(path: Path) -> dict:
+    """{"size", "blake2b"} of a file, read in chunks (checkpoint files can be gigabytes)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return {"size": path.stat().st_size, "blake2b": h.hexdigest()}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pieces: safetensors files that carry their own record
+# ---------------------------------------------------------------------------------------------------------------------
+def write_piece(path: Path, tensors: dict[str, torch.Tensor | np.ndarray]) -> None:
+    """Write `tensors` atomically as one safetensors file whose metadata records its data section's size and digest."""
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v.contiguous()
+               for k, v in tensors.items()}  # fmt: skip
+    bare = save_bytes(tensors)
+    data = memoryview(bare)[8 + int.from_bytes(bare[:8], "little") :]
+    full = save_bytes(tensors, metadata={"size": str(len(data)), "blake2b": digest(data)})
+    # the data section does not depend on the metadata (offsets count from the end of the header): same bytes again
+    assert full[len(full) - len(data) :] == data, "safetensors laid the data out differently with metadata"
+    atomic_write_bytes(path, full)
+
+
+def read_piece(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a piece, after checking its size and digest; `Damaged` saying what is wrong otherwise."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise Damaged("missing") from None
+    except OSError as exc:
+        raise Damaged(f"unreadable: {exc.strerror or exc}") from None
+    record = _piece_record(raw)
+    data = memoryview(raw)[len(raw) - record["size"] :]
+    if digest(data) != record["blake2b"]:
+        raise Damaged("its bytes are not the ones written")
+    try:
+        return load_bytes(raw)
+    except Exception as exc:  # noqa: BLE001 - a header that parses and a digest that matches, yet safetensors refuses
+        raise Damaged(f"unreadable: {str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__}") from None
+
+
+def _piece_record(raw: bytes) -> dict:
+    if not raw:
+        raise Damaged("empty (0 bytes)")
+    n = int.from_bytes(raw[:8], "little") if len(raw) >= 8 else -1
+    if n < 2 or 8 + n > len(raw):
+        raise Damaged(f"cut short or garbled ({len(raw)} bytes)")
+    try:
+        meta = json.loads(raw[8 : 8 + n]).get("__metadata__") or {}
+        record = {"size": int(meta["size"]), "blake2b": str(meta["blake2b"])}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise Damaged("its header is garbled or has no record of its contents") from None
+    if 8 + n + record["size"] != len(raw):
+        raise Damaged(f"cut short ({len(raw)} of {8 + n + record['size']} bytes)")
+    return record
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# job.json: what a run depends on, and the format of the folder
+# ---------------------------------------------------------------------------------------------------------------------
+def check_fingerprint(saved: dict, fingerprint: dict, where: Path) -> None:
+    """Refuse to resume from a work folder that belongs to a run with other settings, naming what changed."""
+    if saved != fingerprint:
+        changed = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
+        raise UsageError(
+            f"the work folder {where} belongs to a run with other settings ({', '.join(changed)}); "
+            "run without --resume to start over"
+        )
+
+
+def read_job(work_dir: Path) -> dict:
+    """The fingerprint saved in `work_dir/job.json`; a one-line UsageError if it is unreadable or of another format."""
+    fix = "run without --resume to start over"
+    try:
+        saved = json.loads((work_dir / "job.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise UsageError(f"--resume: the work folder {work_dir} is damaged (its job.json is unreadable); {fix}")
+    found = saved.pop("format", None)
+    if found != FORMAT:
+        what = "an older version, before work folders were versioned" if found is None else f"format {found!r}"
+        raise UsageError(
+            f"--resume: the work folder {work_dir} was written by another version of magicprop ({what}; this one "
+            f"reads format {FORMAT}); {fix}"
+        )
+    return saved
+
+
+def open_work_folder(work_dir: Path, fingerprint: dict, resume: bool, subfolders: tuple[str, ...]) -> bool:
+    """Resume from `work_dir` (True) after checking its job.json against `fingerprint`, or start it afresh (False)."""
+    if "format" in fingerprint:
+        raise ValueError("'format' is job.json's own key; name that part of the fingerprint otherwise")
+    job = work_dir / "job.json"
+    if resume and job.exists():
+        check_fingerprint(read_job(work_dir), fingerprint, work_dir)
+        logger.info("resuming from %s", work_dir)
+        return True
+    if resume and work_dir.exists():
+        logger.info("%s has no job.json (killed as it started): starting over", work_dir)
+    if work_dir.exists():
+        shutil.rmtree(work_dir)
+    for name in subfolders:
+        (work_dir / name).mkdir(parents=True, exist_ok=True)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(job, {"format": FORMAT, **fingerprint})
+    return False
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Folders of files written by other code (training checkpoints)
+# ---------------------------------------------------------------------------------------------------------------------
+def write_checksums(folder: Path, exclude: tuple[str, ...] = ()) -> None:
+    """Record size and digest of every file under `folder` in `folder/checksums.json`."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS and p.name not in exclude)
+    atomic_write_json(folder / CHECKSUMS, {"format": FORMAT, "files": {p.relative_to(folder).as_posix(): file_record(p) for p in files}})
+
+
+def check_folder(folder: Path) -> str | None:
+    """None when every file recorded in checksums.json is there, whole and unchanged; else what is wrong, in a few
+    words. A folder from before checksums (no checksums.json) gets the structural check of its safetensors files."""
+    try:
+        recorded = json.loads((folder / CHECKSUMS).read_text(encoding="utf-8"))["files"]
+    except FileNotFoundError:
+        return _check_safetensors_structure(folder)
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{CHECKSUMS} is unreadable"
+    for name, want in recorded.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != want["size"]:
+            return f"{name} is {size} bytes, {want['size']} were written"
+        if file_record(path)["blake2b"] != want["blake2b"]:
+            return f"{name}: its bytes are not the ones written"
+    return None
+
+
+def _check_safetensors_structure(folder: Path) -> str | None:
+    """Without recorded digests: each safetensors file's header parses and its size is what the header declares."""
+    for path in sorted(folder.rglob("*.safetensors")):
+        try:
+            with open(path, "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(n)) if 2 <= n <= path.stat().st_size else None
+            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return f"{path.relative_to(folder)} is unreadable"
+        if 8 + n + end != path.stat().st_size:
+            return f"{path.relative_to(folder)} is cut short"
+    return None
