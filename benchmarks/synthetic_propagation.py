@@ -13,6 +13,8 @@ real-photo textures and twice-as-fast motion (unlike it). Extra PropDPM models (
 `--hybrid` also runs each model with flow fusion (`--propagator hybrid`: flow-carried pixels where the flow is reliable,
 PropDPM's rendering elsewhere), as "LABEL hybrid". `--latent-warp` also runs "latent warp": the keyframe's latent (first model's VAE) warped frame to frame along
 the source's flow, no network: what a `predict_residual` PropDPM returns if its correction is zero, so its floor.
+`--invalid` also reports PSNR over the pixels the keyframe cannot explain (the anchored maps' invalid pixels), where
+`hybrid`'s PropDPM paints and `flow` synthesises patches: where a learned model has to earn its place.
 `--keyframe-every N` also runs every method from true keyframes every N frames (and the last frame) on the same clips,
 as "METHOD every N": what several keyframes buy against drift.
 
@@ -51,10 +53,26 @@ def render_case(case: dict):
     return clip.source[::speed], clip.edited[::speed], clip.depth[::speed]
 
 
-def score(frames, truth, source, k) -> dict:
-    """`evaluation.score_against_truth` (the demo's scoring), with the per-frame PSNR curve as a flat list."""
+def score(frames, truth, source, k, invalid=None) -> dict:
+    """`evaluation.score_against_truth` (the demo's scoring), with the per-frame PSNR curve as a flat list, and with
+    `invalid` ((T, H, W) bool) the PSNR over those pixels alone (pooled over the clip)."""
     scores = score_against_truth(frames, truth, source, k)
-    return {**{key: v for key, v in scores.items() if key != "per_frame"}, "psnr_per_frame": scores["per_frame"]["psnr"]}
+    out = {**{key: v for key, v in scores.items() if key != "per_frame"}, "psnr_per_frame": scores["per_frame"]["psnr"]}
+    if invalid is not None and invalid.any():
+        err = (frames.astype(np.float64) - truth.astype(np.float64))[invalid]
+        out["psnr_invalid"] = float(10 * np.log10(255.0**2 / max(np.mean(err**2), 1e-10)))
+    return out
+
+
+def invalid_pixels(source: np.ndarray, k: int) -> np.ndarray:
+    """(T, H, W) bool: the pixels the keyframe cannot explain (the anchored maps' validity, as `flow` and `hybrid` see
+    it): where a learned model has to paint, and where patch synthesis fills for `flow`."""
+    from magicprop.propagation.anchored_maps import anchored_maps
+
+    invalid = np.zeros(source.shape[:3], bool)
+    for frame in anchored_maps(source, k):
+        invalid[frame.index] = ~frame.valid
+    return invalid
 
 
 def propagate_latent_warp(models: PropagationModels, source: np.ndarray, keyframe: np.ndarray, k: int) -> np.ndarray:
@@ -108,8 +126,10 @@ def run(args) -> dict:
             outputs[label], given[label] = np.stack(list(propagator(request))), list(keyframes)
             if args.latent_warp and learned and label == learned[-1]:  # reported after the models, before the baselines
                 outputs["latent warp"], given["latent warp"] = propagate_latent_warp(first_model, source, edited[k], k), [k]
+        invalid = invalid_pixels(source, k) if args.invalid else None
         for method, frames in outputs.items():
-            rows.append({**case, "method": method, **score(frames, edited, source, given[method])})
+            one_keyframe = given[method] == [k]  # the invalid pixels are those of keyframe k's maps
+            rows.append({**case, "method": method, **score(frames, edited, source, given[method], invalid if one_keyframe else None)})
         print(f"{case}: " + ", ".join(f"{r['method']} {r['psnr']:.2f}" for r in rows[-len(outputs):]), flush=True)
     return {"rows": rows, "methods": list(dict.fromkeys(r["method"] for r in rows)), "steps": args.steps}
 
@@ -119,7 +139,9 @@ def summarise(result: dict) -> dict:
     rows, out = result["rows"], {}
     for method in result["methods"]:
         mine = [r for r in rows if r["method"] == method]
-        entry = {m: float(np.mean([r[m] for r in mine])) for m in ("psnr", "ssim", "warp_error", "color_shift")}
+        entry = {m: float(np.mean([r[m] for r in mine])) for m in ("psnr", "ssim", "warp_error", "color_shift", "sharpness_ratio")}
+        if any("psnr_invalid" in r for r in mine):
+            entry["psnr_invalid"] = float(np.mean([r["psnr_invalid"] for r in mine if "psnr_invalid" in r]))
         for key in ("frames", "position", "edit", "textures", "motion"):
             for value in sorted({r[key] for r in mine}, key=str):
                 entry[f"psnr[{key}={value}]"] = float(np.mean([r["psnr"] for r in mine if r[key] == value]))
@@ -129,10 +151,11 @@ def summarise(result: dict) -> dict:
 
 def markdown(summary: dict) -> str:
     cols = sorted({k for v in summary.values() for k in v if k.startswith("psnr[")})
-    head = "| method | PSNR | SSIM | warp err | colour shift | " + " | ".join(c[5:-1] for c in cols) + " |"
-    lines = [head, "|" + "---|" * (5 + len(cols))]
+    head = "| method | PSNR | PSNR invalid px | SSIM | sharpness | warp err | colour shift | " + " | ".join(c[5:-1] for c in cols) + " |"
+    lines = [head, "|" + "---|" * (7 + len(cols))]
     for method, v in summary.items():
-        cells = [f"{v['psnr']:.2f}", f"{v['ssim']:.3f}", f"{v['warp_error']:.4f}", f"{v['color_shift']:.2f}"]
+        cells = [f"{v['psnr']:.2f}", f"{v['psnr_invalid']:.2f}" if "psnr_invalid" in v else "", f"{v['ssim']:.3f}",
+                 f"{v['sharpness_ratio']:.2f}", f"{v['warp_error']:.4f}", f"{v['color_shift']:.2f}"]
         lines.append(f"| {method} | " + " | ".join(cells + [f"{v[c]:.2f}" for c in cols]) + " |")
     return "\n".join(lines)
 
@@ -194,6 +217,8 @@ def main() -> None:
     p.add_argument("--first-seed", type=int, default=HELD_OUT, metavar="S",
                    help=f"seed of the first clip (default {HELD_OUT}); another set of held-out clips checks that a "
                         "difference between methods is not the luck of one set (training uses seeds below 100000)")
+    p.add_argument("--invalid", action="store_true",
+                   help="also report PSNR over the pixels the keyframe cannot explain (anchored maps' validity) alone")
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--json", type=Path, required=True)
     args = p.parse_args()

@@ -22,7 +22,7 @@ def bench():
 def _args(**kw):
     base = dict(models=[("shipped", None)], clips=1, lengths=[6], positions=["middle"], edits=["global"],
                 textures=["procedural"], motions=["normal"], keyframe_every=0, hybrid=True, latent_warp=True,
-                first_seed=950_000, steps=2)  # fmt: skip
+                first_seed=950_000, steps=2, invalid=False)  # fmt: skip
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -38,13 +38,13 @@ def test_hybrid_rows_score_what_each_method_returns(bench):
     from magicprop.evaluation import psnr
 
     result = bench.run(_args())
-    assert result["methods"] == ["shipped", "shipped hybrid", "latent warp", "flow", "copy"]
+    assert result["methods"] == ["shipped", "shipped hybrid", "latent warp", "flow", "chain", "lut", "copy"]
     rows = {r["method"]: r for r in result["rows"]}
     assert set(rows) == set(result["methods"]) and {r["seed"] for r in rows.values()} == {950_000}
     source, edited, _ = bench.render_case(rows["copy"])
     k = rows["copy"]["keyframe"]
     assert k == 3
-    for method, frames in (("copy", propagate_copy(source, edited[k], k)), ("flow", propagate_flow(source, edited[k], k, progress=False))):
+    for method, frames in (("copy", propagate_copy(source, edited[k], k)), ("chain", propagate_flow(source, edited[k], k, progress=False))):
         expected = np.minimum(psnr(frames, edited), 100.0)
         assert rows[method]["psnr"] == pytest.approx(np.delete(expected, k).mean())
         assert rows[method]["psnr_per_frame"][k] == 100.0  # the given keyframe is exact (and left out of the mean)

@@ -219,3 +219,33 @@ def test_a_residual_model_samples_the_correction_to_the_warped_previous_latent()
     torch.testing.assert_close(z_res, z_plain + base, atol=1e-5, rtol=1e-5)
     frames = propagate(residual, depth, key, 0, FAST, progress=False, video=video)
     assert frames.shape == (T, H, W, 3) and np.array_equal(frames[0], key)
+
+
+def test_anchored_fusion_keeps_the_warped_keyframe_where_it_is_valid_and_resumes(models, tmp_path, monkeypatch):
+    """`hybrid`'s fusion: the keyframe sampled through frame t's anchored map wherever the keyframe explains frame t,
+    PropDPM's rendering where it does not; a resumed run replays the maps and gives identical frames."""
+    from magicprop.propagation import AnchoredFusion
+
+    depth, key = _inputs()
+    video = _panning_video()
+    fusion = AnchoredFusion(video, key, 0)
+    fused = propagate(models, depth, key, 0, FAST, progress=False, video=video, fusion=fusion)
+    plain = propagate(models, depth, key, 0, FAST, progress=False, video=video)
+    warped, weight = AnchoredFusion(video, key, 0).warp(1, 1)
+    inner, outer = weight == 1, weight == 0
+    assert inner.mean() > 0.4 and outer[:, -1].all()  # the column entering at the right is PropDPM's to paint
+    assert np.array_equal(fused[1][inner], warped[inner]) and np.array_equal(fused[1][outer], plain[1][outer])
+    original = LatentStore.save_step
+
+    def crash_at_step_three(self, step, latents, frames=None):
+        if step == 3:
+            raise KeyboardInterrupt("simulated kill")
+        original(self, step, latents, frames)
+
+    monkeypatch.setattr(LatentStore, "save_step", crash_at_step_three)
+    with pytest.raises(KeyboardInterrupt):
+        propagate(models, depth, key, 0, FAST, work_dir=tmp_path / "w", progress=False, video=video, fusion=AnchoredFusion(video, key, 0))
+    monkeypatch.setattr(LatentStore, "save_step", original)
+    resumed = propagate(models, depth, key, 0, FAST, work_dir=tmp_path / "w", resume=True, progress=False, video=video,
+                        fusion=AnchoredFusion(video, key, 0))  # fmt: skip
+    assert np.array_equal(resumed, fused)

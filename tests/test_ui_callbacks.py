@@ -13,6 +13,7 @@ import pytest
 gr = pytest.importorskip("gradio")
 
 from fixtures import save_tiny_magicprop_models  # noqa: E402
+from magicprop.propagation import PROPAGATORS  # noqa: E402
 from magicprop.synthetic import render_clip, write_clip  # noqa: E402
 from magicprop.ui import ActiveModels, ModelOptions, build_app  # noqa: E402
 from magicprop.ui import callbacks as cb  # noqa: E402
@@ -186,7 +187,7 @@ def test_weightless_models_say_why_and_offer_flow(weightless, session, clip_dir)
 @pytest.mark.slow  # loads and runs the tiny SD + ControlNet twice (inpainting), about 10-25 s on 2 shared cores
 def test_generate_keyframe_then_another_seed(models, session, clip_dir):
     cb.load_clip(str(clip_dir / "source.mp4"), session)
-    assert models.editor_ok and models.propagators() == ["propdpm", "hybrid", "flow", "copy"]
+    assert models.editor_ok and models.propagators() == list(PROPAGATORS)
     layer = np.zeros((H, W, 4), np.uint8)
     layer[10:30, 20:40] = (255, 0, 255, 255)  # a painted stroke: the region stage I may repaint
     editor = {"background": None, "layers": [layer], "composite": None}

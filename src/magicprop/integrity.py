@@ -21,12 +21,14 @@ import logging
 import shutil
 from pathlib import Path
 
-import numpy as np
-import torch
-from safetensors.torch import load as load_bytes
-from safetensors.torch import save as save_bytes
+from typing import TYPE_CHECKING
 
-from .errors import UsageError
+import numpy as np
+
+if TYPE_CHECKING:  # torch loads when a piece is read or written, not on import (`magicprop --help` stays fast)
+    import torch
+
+from .errors import UsageError, first_line
 from .fileio import atomic_write_bytes, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,9 @@ def file_record(path: Path) -> dict:
 # ---------------------------------------------------------------------------------------------------------------------
 def write_piece(path: Path, tensors: dict[str, torch.Tensor | np.ndarray]) -> None:
     """Write `tensors` atomically as one safetensors file whose metadata records its data section's size and digest."""
+    import torch
+    from safetensors.torch import save as save_bytes
+
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v.contiguous()
                for k, v in tensors.items()}  # fmt: skip
     bare = save_bytes(tensors)
@@ -71,6 +76,8 @@ def write_piece(path: Path, tensors: dict[str, torch.Tensor | np.ndarray]) -> No
 
 def read_piece(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a piece, after checking its size and digest; `Damaged` saying what is wrong otherwise."""
+    from safetensors.torch import load as load_bytes
+
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -84,7 +91,7 @@ def read_piece(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_bytes(raw)
     except Exception as exc:  # noqa: BLE001 - a header that parses and a digest that matches, yet safetensors refuses
-        raise Damaged(f"unreadable: {str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__}") from None
+        raise Damaged(f"unreadable: {first_line(exc, 80)}") from None
 
 
 def _piece_record(raw: bytes) -> dict:

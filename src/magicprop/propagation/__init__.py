@@ -5,7 +5,9 @@
 
 - `learned`: `propdpm` (the paper's PropDPM sampling loop, `sampling`, with its step store, `store`) and `hybrid`
   (PropDPM plus a fusion step, `fusion`); import `sampling` for the loop itself (`propagate_latents`, `decode_steps`);
-- `classical`: the weight-free propagators (`flow`, `copy`);
+- `anchored` (with `anchored_maps`, `anchored_fill`, `patches`): `flow`, the keyframe warped through anchored
+  coordinate maps, with guided patch synthesis for what it cannot explain (no weights);
+- `classical` and `lut`: the baselines `chain` (today's chained warping), `lut` (a colour lookup, no motion) and `copy`;
 - `blend`: several keyframes, each propagated to its neighbours and crossfaded between them.
 
 `PROPAGATORS` maps each name to its propagator; the CLI, the pipeline, the web UI, the demo and the benchmarks take
@@ -20,9 +22,11 @@ import logging
 from ..errors import UsageError
 from .base import PropagationRequest, PropagationSettings, Propagator, resolve_keyframes
 from .blend import blend_keyframes, keyframe_spans
-from .classical import CopyPropagator, FlowPropagator, propagate_copy, propagate_flow
-from .fusion import FlowFusion, FusionStep
+from .anchored import AnchoredFlowPropagator
+from .classical import ChainPropagator, CopyPropagator, propagate_copy, propagate_flow
+from .fusion import AnchoredFusion, FlowFusion, FusionStep
 from .learned import HybridPropagator, PropDPMPropagator
+from .lut import LutPropagator
 
 PROPAGATORS: dict[str, Propagator] = {}
 AUTO = "auto"  # the default choice everywhere: see `resolve`
@@ -67,12 +71,13 @@ def resolve(name: str | Propagator, *, model_given: bool) -> Propagator:
     return chosen
 
 
-for _p in (PropDPMPropagator(), HybridPropagator(), FlowPropagator(), CopyPropagator()):
+for _p in (PropDPMPropagator(), HybridPropagator(), AnchoredFlowPropagator(), ChainPropagator(), LutPropagator(), CopyPropagator()):
     register(_p)
 
 # The sampling loop (`sampling`) and the step store (`store`) load torch: import them from their modules.
 __all__ = [
-    "AUTO", "PROPAGATORS", "choices", "resolve", "CopyPropagator", "FlowFusion", "FlowPropagator", "FusionStep", "HybridPropagator", "PropDPMPropagator",
-    "PropagationRequest", "PropagationSettings", "Propagator", "blend_keyframes", "get_propagator", "keyframe_spans",
-    "propagate_copy", "propagate_flow", "register", "resolve_keyframes",
+    "AUTO", "PROPAGATORS", "AnchoredFlowPropagator", "AnchoredFusion", "ChainPropagator", "CopyPropagator", "FlowFusion",
+    "FusionStep", "HybridPropagator", "LutPropagator", "PropDPMPropagator", "PropagationRequest", "PropagationSettings",
+    "Propagator", "blend_keyframes", "choices", "get_propagator", "keyframe_spans", "propagate_copy", "propagate_flow",
+    "register", "resolve", "resolve_keyframes",
 ]  # fmt: skip

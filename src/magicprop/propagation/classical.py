@@ -98,11 +98,12 @@ class CopyPropagator(Propagator):
                 report(request, t + (t < request.keyframe_index), request.num_frames - 1)
 
 
-class FlowPropagator(Propagator):
-    """`propagate_flow`: the keyframe carried frame to frame along the source's optical flow (no weights)."""
+class ChainPropagator(Propagator):
+    """`propagate_flow`: the keyframe carried frame to frame along the source's optical flow, each frame resampling
+    the one before it (the baseline the anchored `flow` propagator is measured against: blur and drift compound)."""
 
-    name = "flow"
-    summary = "carry the keyframe along the source's optical flow (no weights)"
+    name = "chain"
+    summary = "carry the previous output frame to frame along the flow (a baseline: blur compounds)"
 
     def render(self, request: PropagationRequest) -> Iterator[np.ndarray]:
         k = request.keyframe_index

@@ -40,3 +40,44 @@ class FlowFusion:
             carried[hole] = image[hole]
             out.append(carried)
         return np.stack(out)
+
+
+class AnchoredFusion:
+    """The edited keyframe warped once through the anchored map of each frame (`anchored_maps.AnchoredChain`, the
+    `flow` propagator's maps) wherever the keyframe explains the frame, PropDPM's rendering where it cannot
+    (disocclusions, entering content): the learned model paints only what no warp can carry. The seam between the two
+    is feathered over a pixel or two, so PropDPM's softer rendering does not meet the warp with a hard edge."""
+
+    name = "anchored"
+
+    def __init__(self, video: np.ndarray, keyframe: np.ndarray, keyframe_index: int, *, feather: float = 1.5):
+        from .anchored_maps import MapSettings
+
+        self.video, self.keyframe, self.k, self.feather = video, keyframe, keyframe_index, feather
+        self.settings = MapSettings()
+        self.chains: dict[int, object] = {}  # step (+1 / -1) -> that direction's AnchoredChain
+
+    def warp(self, t: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(the keyframe warped to frame t, its validity in [0, 1]); a resumed run replays the chain up to t."""
+        import cv2
+
+        from .anchored import INTERPOLATIONS
+        from .anchored_maps import AnchoredChain, sample
+
+        chain = self.chains.setdefault(step, AnchoredChain(self.video, self.k, step, self.settings))
+        frame = None
+        while chain.index != t:
+            frame = chain.advance()
+        warped = sample(self.keyframe, frame.map, INTERPOLATIONS["lanczos"])
+        weight = frame.valid.astype(np.float32)
+        if self.feather > 0:  # keep the fully valid interior exact: only shrink the weight near the seam
+            weight = np.minimum(weight, cv2.GaussianBlur(weight, (0, 0), self.feather))
+        return warped, weight
+
+    def __call__(self, rendered, previous, targets, prev_idx, flows=None) -> np.ndarray:
+        out = []
+        for image, t, p in zip(rendered, targets, prev_idx):
+            warped, weight = self.warp(t, 1 if t > p else -1)
+            w = weight[..., None]
+            out.append(np.round(warped * w + image.astype(np.float32) * (1 - w)).astype(np.uint8))
+        return np.stack(out)

@@ -7,7 +7,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .base import PropagationRequest, Propagator
-from .fusion import FlowFusion, FusionStep
+from .fusion import AnchoredFusion, FusionStep
 
 
 class PropDPMPropagator(Propagator):
@@ -36,12 +36,13 @@ class PropDPMPropagator(Propagator):
 
 
 class HybridPropagator(PropDPMPropagator):
-    """PropDPM fused with flow (beyond the paper, after Rerender-A-Video): after every rendered frame, the previous
-    output carried along the source's optical flow replaces PropDPM's pixels wherever the flow's forward-backward check
-    passes (`fusion.FlowFusion`); PropDPM paints only what the flow cannot carry."""
+    """PropDPM fused with the anchored warp (beyond the paper, in the manner of Rerender-A-Video's pixel fusion): after
+    every rendered frame, the edited keyframe warped through the frame's anchored map replaces PropDPM's pixels
+    wherever the keyframe explains the frame (`fusion.AnchoredFusion`); PropDPM paints only what no warp can carry.
+    `fusion=FlowFusion` gives the older variant, which carries the previous output along the frame-to-frame flow."""
 
     name = "hybrid"
-    summary = "flow carries what it can, PropDPM paints the rest"
+    summary = "the anchored warp keeps what the keyframe explains, PropDPM paints the rest"
 
-    def __init__(self) -> None:
-        super().__init__(fusion=lambda request: FlowFusion(request.source))
+    def __init__(self, fusion: Callable[[PropagationRequest], FusionStep] | None = None) -> None:
+        super().__init__(fusion=fusion or (lambda r: AnchoredFusion(r.source, r.keyframe, r.keyframe_index)))

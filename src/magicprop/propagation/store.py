@@ -14,11 +14,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from ..errors import MagicPropError
 from ..integrity import Damaged, check_fingerprint, open_work_folder, read_piece, write_piece
+
+if TYPE_CHECKING:  # torch loads with PropDPM's steps, not on import (listing the propagators stays light)
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +68,8 @@ class LatentStore:
         logger.warning("step %d of %s is damaged (%s); redoing from %s", step, self.work_dir, why, since)
 
     def save_step(self, step: int, latents: dict[int, torch.Tensor], frames: dict[int, np.ndarray] | None = None) -> None:
+        import torch
+
         cpu = {t: z.detach().to("cpu", torch.float32).contiguous() for t, z in latents.items()}
         pixels = {t: torch.from_numpy(np.ascontiguousarray(f)) for t, f in (frames or {}).items()}
         if self.work_dir is None:

@@ -1,0 +1,192 @@
+"""What the anchored propagator paints where no keyframe explains a pixel (occlusions, entering content, lighting).
+
+Invalid pixels never take keyframe pixels through the map. They get a fallback estimate first (`fallback_estimate`): a
+colour transfer of the source frame (a mapping source colour -> edited colour learnt from the keyframe pair) plus, where
+the source's flow from the previous frame is consistent, what the previous output added to its own colour transfer. A
+fill function then turns that estimate into the frame: `colour_fill` keeps it, `PatchFill` synthesises the pixels from
+keyframe patches (`patches.synthesize`, guided as in Jamriska et al. 2019, "Stylizing Video by Example": colour + edges,
+position, and a temporal guide, built by `patch_guides`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from .anchored_maps import identity_map, sample_points
+
+
+@dataclass
+class FillRequest:
+    """One frame's pixels to fill and everything a fill function may read; images are (H, W, 3) uint8."""
+
+    index: int  # the frame
+    source_frame: np.ndarray  # source frame t
+    fill: np.ndarray  # (H, W) bool: the pixels no keyframe explains
+    estimate: np.ndarray  # keyframe pixels where valid, the fallback elsewhere, feathered at the seam
+    style: np.ndarray  # the edited keyframe nearest in time
+    source_keyframe: np.ndarray  # its source frame
+    map: np.ndarray | None  # (H, W, 2) float32: frame t's map into that keyframe (None where the fill does not need it)
+    carried: np.ndarray  # the previous output carried to frame t along the source's flow
+
+
+FillFunction = Callable[[FillRequest], np.ndarray]
+
+
+def colour_fill(request: FillRequest) -> np.ndarray:
+    """The fallback as the result: no synthesis (fast, and always available)."""
+    return request.estimate
+
+
+class PatchFill:
+    """Guided patch synthesis of the pixels to fill (`patches.synthesize`, or the function given)."""
+
+    needs_map = True
+
+    def __init__(self, synthesize: Callable[..., np.ndarray] | None = None, *, patch_size: int = 5,
+                 weights: "GuideWeights | None" = None):  # fmt: skip
+        if synthesize is None:
+            from .patches import synthesize  # ImportError tells the caller that patch synthesis is not available
+        self.synthesize, self.patch_size, self.weights = synthesize, patch_size, weights or GuideWeights()
+
+    @property
+    def name(self) -> str:
+        """What the work folder's fingerprint records: the synthesiser, the patch size and the guide weights."""
+        where = f"{getattr(self.synthesize, '__module__', '?')}.{getattr(self.synthesize, '__qualname__', '?')}"
+        return f"patches:{where}:{self.patch_size}:{self.weights}"
+
+    def __call__(self, request: FillRequest) -> np.ndarray:
+        source_guide, target_guide, weights = patch_guides(request.source_keyframe, request.source_frame, request.map,
+                                                           request.style, request.carried, self.weights)  # fmt: skip
+        return self.synthesize(request.style, source_guide, target_guide, request.fill, request.estimate,
+                               patch_size=self.patch_size, guide_weights=weights)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GuideWeights:
+    """Relative weight of each guide group (each group's weight is spread over its channels; all sum to 1)."""
+
+    colour: float = 1.0  # source keyframe vs source frame t, RGB: what the surface looks like
+    edges: float = 0.5  # gradient magnitude of the blurred grey images: keeps structure where colours are close
+    position: float = 2.0  # identity grid vs map_t: patches come from where the anchored map says the pixel was
+    temporal: float = 0.5  # the style vs the previous output carried to t: what the user saw one frame ago
+
+
+def patch_guides(source_keyframe: np.ndarray, source_frame: np.ndarray, map_t: np.ndarray, style: np.ndarray,
+                 carried: np.ndarray, weights: GuideWeights = GuideWeights()
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """(source_guide, target_guide, guide_weights): (H, W, 9) float32 guides of the keyframe and of frame t, in [0, 1]
+    (position may leave it where the map leaves the keyframe), and the 9 channel weights for `patches.synthesize`.
+
+    Channels: colour (3), edges (1), position (2: x / (W - 1), y / (H - 1)), temporal (3).
+    """
+    h, w = source_frame.shape[:2]
+    scale = np.array([max(w - 1, 1), max(h - 1, 1)], np.float32)
+    source_guide = np.concatenate([source_keyframe / np.float32(255), _edges(source_keyframe)[..., None],
+                                   identity_map(h, w) / scale, style / np.float32(255)], axis=2)  # fmt: skip
+    target_guide = np.concatenate([source_frame / np.float32(255), _edges(source_frame)[..., None],
+                                   map_t / scale, carried / np.float32(255)], axis=2)  # fmt: skip
+    groups = [(weights.colour, 3), (weights.edges, 1), (weights.position, 2), (weights.temporal, 3)]
+    total = sum(g for g, _ in groups) or 1.0
+    channel_weights = np.concatenate([np.full(n, g / total / n, np.float32) for g, n in groups])
+    return source_guide.astype(np.float32), target_guide.astype(np.float32), channel_weights
+
+
+def _edges(image: np.ndarray) -> np.ndarray:
+    """(H, W) float32 in [0, 1]: gradient magnitude of the blurred grey image (a soft edge map, as EbSynth's)."""
+    grey = cv2.GaussianBlur(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32), (0, 0), 1.0)
+    magnitude = cv2.magnitude(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+    return np.clip(magnitude / 255.0, 0, 1)  # Sobel's gain is 8: a slope of 32 grey levels per px saturates
+
+
+class ColourTransfer:
+    """A per-pixel colour mapping learnt from (source keyframe -> edited keyframe) pairs: a least-squares affine fit
+    plus a smoothed 3-D lookup table (17^3 vertices, trilinear) of what the affine fit misses, shrunk towards it where
+    few pairs were seen. An exact model for colour grades; a plausible average colour for anything else."""
+
+    bins = 16
+
+    def __init__(self, source: np.ndarray, edited: np.ndarray, prior: float = 4.0):
+        x = source.reshape(-1, 3)[::2].astype(np.float32)  # every other pixel: pairs are redundant, half the cost
+        y = edited.reshape(-1, 3)[::2].astype(np.float32)
+        design = np.concatenate([x / 255, np.ones((len(x), 1), np.float32)], axis=1)
+        self.affine = np.linalg.lstsq(design, y, rcond=None)[0].astype(np.float32)  # (4, 3)
+        residual = y - design @ self.affine
+        n = self.bins + 1
+        vertex = np.rint(x * (self.bins / 255)).astype(np.int64) @ np.array([n * n, n, 1])
+        sums = np.stack([np.bincount(vertex, residual[:, c], n**3) for c in range(3)], axis=1).reshape(n, n, n, 3)
+        counts = np.bincount(vertex, minlength=n**3).astype(np.float32).reshape(n, n, n, 1)
+        sums, counts = _smooth3(sums), _smooth3(counts)
+        self.lut = (sums / (counts + prior)).astype(np.float32)  # (17, 17, 17, 3)
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, 3) uint8 source colours -> (N, 3) float32 edited colours."""
+        x = pixels.astype(np.float32)
+        out = x / 255 @ self.affine[:3] + self.affine[3]
+        c = x * (self.bins / 255)
+        i0 = np.minimum(c.astype(np.int64), self.bins - 1)
+        f = c - i0
+        for corner in range(8):
+            bits = [(corner >> a) & 1 for a in range(3)]
+            wgt = np.prod([f[:, a] if b else 1 - f[:, a] for a, b in enumerate(bits)], axis=0)
+            out += wgt[:, None] * self.lut[i0[:, 0] + bits[0], i0[:, 1] + bits[1], i0[:, 2] + bits[2]]
+        return out
+
+
+def _smooth3(a: np.ndarray) -> np.ndarray:
+    """A [1, 2, 1] / 4 blur along each of the three colour axes (edges replicated)."""
+    for axis in range(3):
+        p = np.concatenate([np.take(a, [0], axis), a, np.take(a, [-1], axis)], axis)
+        n = a.shape[axis]
+        lo, mid, hi = (np.take(p, range(i, n + i), axis) for i in range(3))
+        a = (lo + 2 * mid + hi) / 4
+    return a
+
+
+def fallback_estimate(rendered: np.ndarray, valid: np.ndarray, source_frame: np.ndarray,
+                      colour: Callable[[np.ndarray], np.ndarray], carry: "Carry | None", feather: float
+                      ) -> np.ndarray:  # fmt: skip
+    """(H, W, 3) uint8: `rendered` where valid; elsewhere the colour transfer of the source frame, plus, where the
+    source's flow from the previous frame holds, what the previous output added to *its* colour transfer.
+
+    Carrying the previous output itself would keep stale keyframe content alive for ever (an eye that closes keeps
+    showing the keyframe's open eye, one frame-to-frame step at a time); carrying only its difference from the colour
+    transfer keeps the edit's look while the colours follow the source. Keyframe pixels fade into the fallback over
+    `feather` px *inside* the valid region, so no invalid pixel takes keyframe pixels and no hard seam shows.
+    """
+    if valid.all():
+        return rendered
+    weight = np.clip(cv2.distanceTransform(valid.astype(np.uint8), cv2.DIST_L2, 3) / (feather + 1), 0, 1)
+    todo = np.nonzero(weight < 1)
+    fallback = colour(source_frame[todo])
+    if carry is not None:
+        ok = carry.ok[todo]
+        at = (todo[0][ok], todo[1][ok])
+        fallback[ok] += carry.sample(carry.previous, at) - colour(carry.sample(carry.previous_source, at))
+    w = weight[todo][:, None]
+    out = rendered.copy()
+    out[todo] = np.clip(np.rint(w * rendered[todo] + (1 - w) * fallback), 0, 255).astype(np.uint8)
+    return out
+
+
+@dataclass
+class Carry:
+    """The previous frame of a chain, to be read at x + flow(x): its output and its source frame."""
+
+    previous: np.ndarray  # (H, W, 3) uint8 output of the previous frame
+    previous_source: np.ndarray  # (H, W, 3) uint8 its source frame
+    flow: np.ndarray  # (H, W, 2) float32 source flow from this frame to the previous one
+    ok: np.ndarray  # (H, W) bool: that flow passes the forward-backward check and stays in the frame
+
+    def sample(self, image: np.ndarray, at: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """(N, 3) float32: image bilinearly sampled at the listed pixels (y, x) moved by the flow; only those."""
+        ys, xs = at
+        return sample_points(image, self.flow[ys, xs, 0] + xs, self.flow[ys, xs, 1] + ys)
+
+    def full(self) -> np.ndarray:
+        """(H, W, 3) uint8: the previous output carried to this frame (the temporal guide of patch synthesis)."""
+        at = identity_map(*self.ok.shape) + self.flow
+        return cv2.remap(self.previous, at[..., 0], at[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
