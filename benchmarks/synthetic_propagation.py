@@ -204,7 +204,7 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=1, help="clips per combination of length/position/edit/textures")
     p.add_argument("--lengths", type=int, nargs="+", default=[16, 64])
     p.add_argument("--positions", nargs="+", default=["start", "middle"], choices=["start", "middle"])
-    p.add_argument("--edits", nargs="+", default=["global", "local"], choices=["global", "local"])
+    p.add_argument("--edits", nargs="+", default=["global", "local"], choices=["global", "local", "pattern"])
     p.add_argument("--textures", nargs="+", default=["procedural", "photo"], choices=["procedural", "photo"])
     p.add_argument("--motions", nargs="+", default=["normal", "fast"], choices=["normal", "fast"],
                    help="fast: every other frame of a clip twice as long (motion unlike training)")

@@ -146,3 +146,20 @@ def test_cli_synth_writes_one_clip_or_many(tmp_path):
     assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["clip-000007", "clip-000008"]
     assert load_clip(tmp_path / "many" / "clip-000008").meta["seed"] == 8
     assert main(["synth", "--out", str(tmp_path / "x"), "--frames", "0"]) == 2
+
+
+def test_a_pattern_edit_is_the_global_grade_plus_a_bold_pattern_no_colour_map_reproduces():
+    """edit="pattern" draws what "global" draws and always paints a bold overlay: two source pixels of one colour can
+    end up in different colours, so the edit is no function of the source colour (what the `lut` baseline learns)."""
+    plain, patterned = render_clip(5, frames=4, edit="global"), render_clip(5, frames=4, edit="pattern")
+    np.testing.assert_array_equal(plain.source, patterned.source)  # same scene, same motion
+    overlay = patterned.meta["style"]["overlay"]
+    assert overlay["opacity"] >= 0.75 and {k: v for k, v in patterned.meta["style"].items() if k != "overlay"} == {
+        k: v for k, v in plain.meta["style"].items() if k != "overlay"}
+    from magicprop.evaluation import psnr
+    from magicprop.propagation.lut import apply_lut, fit_lut
+
+    def best_colour_map(clip):  # a colour lookup fitted on the very frame it is scored on: its best case
+        return psnr(apply_lut(fit_lut(clip.source[0], clip.edited[0]), clip.source[:1]), clip.edited[:1])[0]
+
+    assert best_colour_map(patterned) < best_colour_map(plain) - 6  # here 24.2 dB against 33.2

@@ -27,7 +27,7 @@ class DemoSettings:
     seed: int = HELD_OUT_SEED
     frames: int = 16
     size: tuple[int, int] = (64, 64)
-    edit: str = "global"
+    edit: str = "pattern"  # a bold pattern painted on the textures: no colour lookup (`lut`) can reproduce it
     textures: str = "procedural"
     keyframe_index: int = 0
     num_inference_steps: int = 25

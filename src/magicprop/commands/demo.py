@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help="synthetic clip seed; the default is held out from training")
     p.add_argument("--frames", type=int, default=d.frames, help="clip length (default: %(default)s)")
     p.add_argument("--size", type=int, nargs=2, default=list(d.size), metavar=("H", "W"), help="frame size (default: 64 64)")
-    p.add_argument("--edit", choices=("global", "local"), default=d.edit, help="kind of ground-truth edit")
+    p.add_argument("--edit", choices=("global", "local", "pattern"), default=d.edit, help="kind of ground-truth edit")
     p.add_argument("--textures", choices=("procedural", "photo"), default=d.textures, help="photo = out-of-distribution textures")
     p.add_argument("--keyframe-index", type=int, default=d.keyframe_index, help="edited frame (negative counts from the end)")
     p.add_argument("--steps", type=int, default=d.num_inference_steps, help="PropDPM sampling steps (default: %(default)s)")

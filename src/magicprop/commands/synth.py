@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="scene seed (default: %(default)s)")
     p.add_argument("--frames", type=int, default=16, help="clip length (default: %(default)s)")
     p.add_argument("--size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"), help="frame size (default: 64 64)")
-    p.add_argument("--edit", choices=("global", "local"), default="global", help="restyle everything, or one object (default: %(default)s)")
+    p.add_argument("--edit", choices=("global", "local", "pattern"), default="global", help="restyle everything, or one object (default: %(default)s)")
     p.add_argument("--textures", choices=("procedural", "photo"), default="procedural",
                    help="photo = crops of real photos (out of distribution for models trained on procedural clips)")  # fmt: skip
     p.add_argument("--fps", type=float, default=8.0, help="frame rate of the videos (default: %(default)s)")

@@ -4,7 +4,8 @@ A scene is 1-2 textured backdrops and 2-4 textured objects (ellipses, rounded re
 Objects drift, sway, turn and breathe in scale; the camera pans, shakes and zooms, each layer following it in proportion
 to its nearness (parallax). Every pixel is rendered by mapping it back into a layer's texture, so an edit made to the
 textures moves exactly with the surfaces: the edited clip is what a perfect propagation of the edited keyframe would
-give. A global edit restyles every texture (colour grade or duotone, maybe a painted pattern); a local edit recolours or
+give. A global edit restyles every texture (colour grade or duotone, maybe a painted pattern; a "pattern" edit always
+paints one, so no per-pixel colour filter can reproduce it); a local edit recolours or
 retextures one object, and its per-frame masks mark every pixel it touches (outside them the two clips are equal).
 
 Depth is exact: the visible layer's depth (1 = nearest), slightly planar within each layer. One seed gives the same
@@ -33,6 +34,7 @@ from .scene import Scene, sample_scene
 __all__ = ["SyntheticClip", "render_clip", "write_clip", "load_clip", "sample_scene", "render_scene", "Scene", "Rendered"]
 
 FORMAT_VERSION = 1  # bump when the same seed starts giving different pixels
+EDITS = ("global", "local", "pattern")  # pattern: a global edit that always paints stripes or dots on the textures
 MAX_ATTEMPTS = 4  # scene draws per seed for a local edit whose object stays hidden (see render_clip)
 
 
@@ -51,13 +53,13 @@ def render_clip(
     *,
     frames: int = 16,
     size: tuple[int, int] = (64, 64),
-    edit: Literal["local", "global"] = "global",
+    edit: Literal["local", "global", "pattern"] = "global",
     textures: Literal["procedural", "photo"] = "procedural",
 ) -> SyntheticClip:
     """Render the clip of `seed`: source, edited, exact depth and (local edits) masks."""
     # 1. Check inputs
-    if edit not in ("local", "global"):
-        raise UsageError(f"unknown edit {edit!r}; choose 'local' or 'global'")
+    if edit not in EDITS:
+        raise UsageError(f"unknown edit {edit!r}; choose {', '.join(map(repr, EDITS))}")
     if textures not in ("procedural", "photo"):
         raise UsageError(f"unknown textures {textures!r}; choose 'procedural' or 'photo'")
     if int(frames) < 1:

@@ -196,8 +196,8 @@ def sample_scene(rng: np.random.Generator, size: tuple[int, int], frames: int, e
         "zoom_phase": float(rng.uniform(-0.5, 0.5)),
     }  # fmt: skip
     style, edited_layer = None, None
-    if edit == "global":
-        style = sample_global_style(rng, unit)
+    if edit in ("global", "pattern"):  # "pattern": always painted stripes or dots, which no colour filter reproduces
+        style = sample_global_style(rng, unit, always_overlay=edit == "pattern")
         for layer in layers:
             layer.edited = apply_global_style(layer.texture, style)
     else:

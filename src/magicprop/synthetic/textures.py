@@ -211,8 +211,9 @@ def overlay_pattern(tex: np.ndarray, p: dict[str, Any]) -> np.ndarray:
     return _mix(tex, np.asarray(p["color"], np.float32), t * np.float32(p["opacity"]))
 
 
-def sample_global_style(rng: np.random.Generator, scale: int) -> dict[str, Any]:
-    """One style for the whole clip: a colour grade or duotone, sometimes with a pattern overlay."""
+def sample_global_style(rng: np.random.Generator, scale: int, *, always_overlay: bool = False) -> dict[str, Any]:
+    """One style for the whole clip: a colour grade or duotone, sometimes (or, with always_overlay, always) with a
+    pattern overlay. The same draws happen either way, so a seed gives the same grade with or without the pattern."""
     family = str(rng.choice(["grade", "duotone"], p=[0.65, 0.35]))
     style: dict[str, Any] = {"family": family}
     if family == "grade":
@@ -221,12 +222,14 @@ def sample_global_style(rng: np.random.Generator, scale: int) -> dict[str, Any]:
     else:
         dark, light = random_color(rng) * 0.35, 0.55 + random_color(rng) * 0.45
         style.update(colors=np.round(np.stack([dark, light]), 4).tolist(), keep=float(rng.uniform(0.1, 0.35)))
-    if rng.random() < 0.5:
+    if rng.random() < 0.5 or always_overlay:
         style["overlay"] = {
             "pattern": str(rng.choice(["stripes", "dots"])), "angle": float(rng.uniform(0, math.pi)),
             "period": float(rng.uniform(0.04, 0.1) * scale), "color": random_color(rng).round(4).tolist(),
             "opacity": float(rng.uniform(0.25, 0.5)),
         }  # fmt: skip
+        if always_overlay:  # a bold pattern (twice the period, nearly opaque): most of the edit is not a colour map
+            style["overlay"].update(period=style["overlay"]["period"] * 2, opacity=0.5 + style["overlay"]["opacity"])
     return style
 
 
