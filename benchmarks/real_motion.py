@@ -1,0 +1,274 @@
+"""Propagation on real motion with exact ground truth: real clips, edited frame by frame by a known image edit.
+
+Applying one deterministic edit (`magicprop.evaluation.appearance_edits.EDITS`: pointwise colour edits, stylisations,
+content-defined local edits) to every frame of real footage gives an edited clip that moves exactly like the footage.
+Each propagator gets the edited keyframe alone and every other frame is scored against the truth with
+`score_against_truth`. Cases are the clips of ../shared/samples/real (or `--samples DIR`) and any `--video PATH`, read
+up to `--max-frames` frames and resized to `--size` px on the long side (aspect kept, multiples of 8), times the edits.
+
+Methods come from the registry (`PROPAGATORS`): by default flow, chain, lut and copy, plus hybrid with `--model PATH`
+(a PropDPM model folder; its depth comes from `--depth-model`). A method that is not registered, or whose inputs cannot
+be had, is skipped with a printed line. Time is seconds per propagated frame at the working size, measured in this run
+(depth estimation, shared by the learned methods, is not counted). Drift is PSNR 8 and 47 frames after the keyframe.
+
+    python benchmarks/real_motion.py --json outputs/bench/real_motion.json
+    python benchmarks/real_motion.py --size 512 --clips dog puff --edits cartoon grade --keyframe middle --json out/r.json
+
+Writes PATH (all numbers and per-case rows), PATH.md (the tables), PATH-drift.png and PATH-bars.png beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from magicprop.evaluation import PSNR_CAP_DB, psnr, score_against_truth, warp_error
+from magicprop.evaluation.appearance_edits import EDITS, FAMILIES
+from magicprop.propagation import PROPAGATORS, PropagationRequest, PropagationSettings
+from magicprop.video import read_video, resize_frames
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT.parent / "shared" / "samples" / "real"
+METHODS = ("flow", "chain", "lut", "copy")
+DRIFT = (8, 47)  # frames after the keyframe at which drift is read
+METRICS = ("psnr", "ssim", "sharpness_ratio", "warp_error", "color_shift", "psnr@8", "psnr@47", "s_per_frame")
+
+
+def working_size(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """(H, W) with the long side `long_side`, the aspect ratio kept, both multiples of 8 (what the latents need)."""
+    scale = long_side / max(height, width)
+    return max(8, round(height * scale / 8) * 8), max(8, round(width * scale / 8) * 8)
+
+
+def clip_paths(args) -> list[Path]:
+    """The sample clips (all, or those `--clips` names), then every `--video`."""
+    samples = sorted(Path(args.samples).glob("*.mp4")) if Path(args.samples).is_dir() else []
+    if args.clips:
+        missing = set(args.clips) - {p.stem for p in samples}
+        if missing:
+            print(f"not in {args.samples}: {', '.join(sorted(missing))}")
+        samples = [p for p in samples if p.stem in args.clips]
+    return samples + [Path(v) for v in args.video]
+
+
+def load_clip(path: Path, long_side: int, max_frames: int) -> np.ndarray:
+    frames, _ = read_video(path, max_frames=max_frames)
+    return resize_frames(frames, working_size(*frames.shape[1:3], long_side))
+
+
+def prepare_methods(args) -> tuple[list[str], dict]:
+    """The methods to run, and what the learned ones read ({"models", "depth_estimator"}); prints why any is skipped."""
+    names = list(dict.fromkeys([*args.methods, *(["hybrid"] if args.model else [])]))
+    chosen, inputs = [], {}
+    for name in names:
+        if name not in PROPAGATORS:
+            print(f"skipping {name}: not registered (registered: {', '.join(PROPAGATORS)})")
+        elif PROPAGATORS[name].needs_model and not args.model:
+            print(f"skipping {name}: it needs a PropDPM model; pass --model PATH")
+        else:
+            chosen.append(name)
+    learned = [n for n in chosen if PROPAGATORS[n].needs_model or PROPAGATORS[n].needs_depth]
+    if not learned:
+        return chosen, inputs
+    try:  # loading can fail in many ways (a wrong folder, no weights offline); each is a reason to skip, not to stop
+        from magicprop.models.bundle import PropagationModels
+        from magicprop.motion import DepthEstimator
+
+        if any(PROPAGATORS[n].needs_model for n in learned):
+            inputs["models"] = PropagationModels.from_pretrained(args.model)
+        if any(PROPAGATORS[n].needs_depth for n in learned):
+            inputs["depth_estimator"] = DepthEstimator.from_pretrained(args.depth_model)
+    except Exception as exc:  # noqa: BLE001
+        print(f"skipping {', '.join(learned)}: cannot load their models ({type(exc).__name__}: {exc})")
+        return [n for n in chosen if n not in learned], {}
+    return chosen, inputs
+
+
+def propagate_timed(name: str, source: np.ndarray, k: int, key: np.ndarray, inputs: dict, depth, steps: int):
+    """(frames (T, H, W, 3) uint8, seconds) of one registered propagator, called the way every caller calls it."""
+    p = PROPAGATORS[name]
+    request = PropagationRequest(source=source, keyframes={k: key}, progress=False, depth=depth if p.needs_depth else None,
+                                 models=inputs.get("models") if p.needs_model else None,
+                                 settings=PropagationSettings(num_inference_steps=steps, seed=0))  # fmt: skip
+    start = time.perf_counter()
+    frames = np.stack(list(p(request)))
+    return frames, time.perf_counter() - start
+
+
+def score_row(case: dict, method: str, frames: np.ndarray, truth: np.ndarray, source: np.ndarray, seconds: float) -> dict:
+    k = case["keyframe"]
+    score = score_against_truth(frames, truth, source, k)
+    curve = score["per_frame"]["psnr"]
+    drift = {f"psnr@{d}": curve[k + d] if k + d < len(curve) else None for d in DRIFT}
+    return {**case, "method": method, **score, **drift, "s_per_frame": seconds / (len(frames) - 1)}
+
+
+def run(args) -> dict:
+    """Every case x every method: {"rows", "methods", "cases"}; no rows when there is no clip."""
+    paths = clip_paths(args)
+    if not paths:
+        print(f"no cases: {args.samples} holds no .mp4 clips and no --video was given")
+        return {"rows": [], "methods": [], "cases": []}
+    methods, inputs = prepare_methods(args)
+    rows, cases = [], []
+    for path in paths:
+        source = load_clip(path, args.size, args.max_frames)
+        if len(source) < 2:
+            print(f"skipping {path}: {len(source)} frame(s), nothing to propagate")
+            continue
+        k = 0 if args.keyframe == "start" else len(source) // 2
+        depth = None
+        if "depth_estimator" in inputs:
+            from magicprop.motion import estimate_clip_depth
+
+            depth = estimate_clip_depth(source, inputs["depth_estimator"], size=source.shape[1:3], progress=False)
+        for edit_name in args.edits:
+            edit = EDITS[edit_name]
+            truth = edit.clip(source)
+            case = {"clip": path.stem, "edit": edit_name, "family": edit.family, "frames": len(source),
+                    "size": list(source.shape[1:3]), "keyframe": k,
+                    # how much the edit changes the footage, and how smooth the truth itself is along the motion
+                    "edit_psnr": float(np.minimum(psnr(truth, source), PSNR_CAP_DB).mean()),
+                    "truth_warp_error": float(np.nanmean(warp_error(truth, source)))}  # fmt: skip
+            cases.append(case)
+            for method in methods:
+                frames, seconds = propagate_timed(method, source, k, truth[k], inputs, depth, args.steps)
+                rows.append(score_row(case, method, frames, truth, source, seconds))
+            done = rows[len(rows) - len(methods) :]
+            print(f"{path.stem} x {edit_name} ({len(source)} frames, {source.shape[2]}x{source.shape[1]}): "
+                  + ", ".join(f"{r['method']} {r['psnr']:.2f} dB" for r in done), flush=True)  # fmt: skip
+    return {"rows": rows, "methods": methods, "cases": cases}
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(values)) if values else None
+
+
+def summarise(result: dict) -> dict:
+    """{method: {group: {metric: mean}}} for the groups "all" and each family present. "truth" holds the ground
+    truth's own warp error: flow-carried pixels agree with the flow by construction, so a method far below it is
+    smoother along the flow than the true edit, not closer to it."""
+    rows, out = result["rows"], {}
+    groups = ["all"] + [f for f in FAMILIES if any(r["family"] == f for r in rows)]
+    pick = lambda rs, g: [r for r in rs if g == "all" or r["family"] == g]  # noqa: E731
+    for method in result["methods"]:
+        mine = [r for r in rows if r["method"] == method]
+        out[method] = {g: {"cases": len(pick(mine, g)), **{m: _mean([r[m] for r in pick(mine, g)]) for m in METRICS}}
+                       for g in groups}  # fmt: skip
+    truth = lambda g: _mean([c["truth_warp_error"] for c in pick(result["cases"], g)])  # noqa: E731
+    out["truth"] = {g: {"cases": len(pick(result["cases"], g)), "warp_error": truth(g)} for g in groups}
+    return out
+
+
+def per_edit(result: dict) -> dict:
+    """{method: {edit: mean PSNR}}."""
+    edits = list(dict.fromkeys(r["edit"] for r in result["rows"]))
+    return {m: {e: _mean([r["psnr"] for r in result["rows"] if r["method"] == m and r["edit"] == e]) for e in edits}
+            for m in result["methods"]}  # fmt: skip
+
+
+def _cell(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def markdown(summary: dict, by_edit: dict) -> str:
+    head = "| method | edits | cases | PSNR | SSIM | sharpness | warp err | PSNR@8 | PSNR@47 | s/frame |"
+    lines = [head, "|" + "---|" * 10]
+    formats = (("psnr", ".2f"), ("ssim", ".3f"), ("sharpness_ratio", ".2f"), ("warp_error", ".4f"),
+               ("psnr@8", ".2f"), ("psnr@47", ".2f"), ("s_per_frame", ".3f"))  # fmt: skip
+    for method, groups in summary.items():
+        for group, v in groups.items():
+            cells = [_cell(v.get(m), f) for m, f in formats]
+            lines.append(f"| {method} | {group} | {v['cases']} | " + " | ".join(cells) + " |")
+    edits = list(next(iter(by_edit.values()), {}))
+    lines += ["", "PSNR (dB) per edit:", "", "| method | " + " | ".join(edits) + " |", "|" + "---|" * (1 + len(edits))]
+    lines += [f"| {m} | " + " | ".join(_cell(v[e], ".2f") for e in edits) + " |" for m, v in by_edit.items()]
+    return "\n".join(lines)
+
+
+def plot(result: dict, summary: dict, stem: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)  # drift: PSNR against frame index, each index over the cases reaching it
+    for method in result["methods"]:
+        by_frame: dict[int, list[float]] = {}
+        for r in (r for r in result["rows"] if r["method"] == method):
+            for t, p in enumerate(r["per_frame"]["psnr"]):
+                if t != r["keyframe"]:  # the given keyframe is exact (capped at 100 dB)
+                    by_frame.setdefault(t, []).append(p)
+        ts = sorted(by_frame)
+        ax.plot(ts, [np.mean(by_frame[t]) for t in ts], label=method)
+    ax.set_xlabel("frame index (later frames: only the clips that long)")
+    ax.set_ylabel("PSNR vs ground truth (dB)")
+    ax.set_title("drift on real motion, mean over clips and edits")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(f"{stem}-drift.png")
+    plt.close(fig)
+
+    groups = list(summary[result["methods"][0]])
+    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=120)
+    width = 0.8 / len(result["methods"])
+    for i, method in enumerate(result["methods"]):
+        ax.bar(np.arange(len(groups)) + i * width, [summary[method][g]["psnr"] for g in groups], width, label=method)
+    ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups)
+    ax.set_ylabel("mean PSNR (dB)")
+    ax.set_title("PSNR per edit family")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(f"{stem}-bars.png")
+    plt.close(fig)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--samples", type=Path, default=SAMPLES, help=f"folder of .mp4 clips (default {SAMPLES})")
+    p.add_argument("--clips", nargs="+", default=None, metavar="NAME", help="only these sample clips (file stems)")
+    p.add_argument("--video", action="append", default=[], metavar="PATH", help="another clip (repeatable)")
+    p.add_argument("--edits", nargs="+", default=list(EDITS), choices=list(EDITS))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"registered propagators (default {' '.join(METHODS)})")
+    p.add_argument("--model", default=None, metavar="PATH", help="a PropDPM model folder: also runs hybrid")
+    p.add_argument("--depth-model", default=None, metavar="ID", help="depth model of the learned methods (default: the hub's)")
+    p.add_argument("--steps", type=int, default=25, help="sampling steps of the learned methods")
+    p.add_argument("--size", type=int, default=256, help="long side of the working size, px")
+    p.add_argument("--max-frames", type=int, default=48)
+    p.add_argument("--keyframe", choices=["start", "middle"], default="start")
+    p.add_argument("--json", type=Path, default=ROOT / "outputs" / "bench" / "real_motion.json")
+    args = p.parse_args(argv)
+    if args.depth_model is None:
+        from magicprop.motion import DEFAULT_DEPTH_MODEL
+
+        args.depth_model = DEFAULT_DEPTH_MODEL
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    t0 = time.time()
+    result = run(args)
+    if not result["rows"]:
+        return 0
+    summary = summarise(result)
+    result.update(summary=summary, per_edit=per_edit(result), seconds=round(time.time() - t0, 1),
+                  options={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})  # fmt: skip
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1) + "\n")
+    table = markdown(summary, result["per_edit"])
+    Path(f"{args.json.with_suffix('')}.md").write_text(table + "\n")
+    plot(result, summary, args.json.with_suffix(""))
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
