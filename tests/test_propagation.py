@@ -146,6 +146,19 @@ def test_a_warped_previous_model_reads_the_source_frames():
     assert not np.array_equal(a, propagate(warped, depth, key, 2, FAST, progress=False, video=moved))
 
 
+def _crash_at_step(monkeypatch, crash: int):
+    """Make saving step `crash` raise, as a kill during it would; returns the real save_step to restore."""
+    original = LatentStore.save_step
+
+    def crashing(self, step, latents, frames=None):
+        if step == crash:
+            raise KeyboardInterrupt("simulated kill")
+        original(self, step, latents, frames)
+
+    monkeypatch.setattr(LatentStore, "save_step", crashing)
+    return original
+
+
 def _panning_video(seed=7):
     """A textured canvas seen through a window sliding 2 px right per frame: new content enters at the right edge."""
     return panning_clip(T, (H, W), (0, 2), seed)
@@ -175,14 +188,7 @@ def test_hybrid_fusion_resumes_to_identical_frames_and_is_part_of_the_fingerprin
     settings, fusion = FAST, FlowFusion(video)
     reference = propagate(models, depth, key, 1, settings, progress=False, video=video, fusion=fusion)
     work = tmp_path / "w"
-    original = LatentStore.save_step
-
-    def crash_at_step_three(self, step, latents, frames=None):
-        if step == 3:
-            raise KeyboardInterrupt("simulated kill")
-        original(self, step, latents, frames)
-
-    monkeypatch.setattr(LatentStore, "save_step", crash_at_step_three)
+    original = _crash_at_step(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         propagate(models, depth, key, 1, settings, work_dir=work, progress=False, video=video, fusion=fusion)
     monkeypatch.setattr(LatentStore, "save_step", original)
@@ -235,14 +241,7 @@ def test_anchored_fusion_keeps_the_warped_keyframe_where_it_is_valid_and_resumes
     inner, outer = weight == 1, weight == 0
     assert inner.mean() > 0.4 and outer[:, -1].all()  # the column entering at the right is PropDPM's to paint
     assert np.array_equal(fused[1][inner], warped[inner]) and np.array_equal(fused[1][outer], plain[1][outer])
-    original = LatentStore.save_step
-
-    def crash_at_step_three(self, step, latents, frames=None):
-        if step == 3:
-            raise KeyboardInterrupt("simulated kill")
-        original(self, step, latents, frames)
-
-    monkeypatch.setattr(LatentStore, "save_step", crash_at_step_three)
+    original = _crash_at_step(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         propagate(models, depth, key, 0, FAST, work_dir=tmp_path / "w", progress=False, video=video, fusion=AnchoredFusion(video, key, 0))
     monkeypatch.setattr(LatentStore, "save_step", original)

@@ -62,7 +62,7 @@ def add_stage2_arguments(p: argparse.ArgumentParser, *, aliases: bool = False) -
     g.add_argument("--keyframe-index", type=keyframe_index, default=S, metavar="I|auto", help="frame to edit; negative counts from the end (default: auto)")
     g.add_argument("--keyframe-image", default=S, metavar="K.png", help="a keyframe you edited in any tool (fitted to the video's size)")
     g.add_argument("--keyframes", default=S, metavar="DIR",
-                   help="several edited keyframes, each named by its frame index (0.png, 31.png): each kept exactly, crossfaded between")
+                   help="several edited keyframes, each named by its frame index (0.png, 31.png): each kept exactly; between two, flow takes each pixel from the nearer valid one, the others crossfade")
     g.add_argument("--masks", default=S, metavar="DIR", help="per-frame masks (numbered images): the output keeps the source outside them")
     g.add_argument("--feather", type=int, default=S, metavar="PX", help="soft edge of --masks in pixels (default: 1%% of the longer side)")
     described = "; ".join(f"{name}: {p.summary}" for name, p in PROPAGATORS.items())
