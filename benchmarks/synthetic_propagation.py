@@ -60,7 +60,7 @@ def score(frames, truth, source, k, invalid=None) -> dict:
     out = {**{key: v for key, v in scores.items() if key != "per_frame"}, "psnr_per_frame": scores["per_frame"]["psnr"]}
     if invalid is not None and invalid.any():
         err = (frames.astype(np.float64) - truth.astype(np.float64))[invalid]
-        out["psnr_invalid"] = float(10 * np.log10(255.0**2 / max(np.mean(err**2), 1e-10)))
+        out["psnr_invalid"] = float(min(10 * np.log10(255.0**2 / max(np.mean(err**2), 1e-20)), 100.0))  # capped as psnr
     return out
 
 

@@ -67,3 +67,15 @@ def test_hybrid_rows_score_what_each_method_returns(bench):
     assert rows["shipped hybrid"]["psnr_per_frame"][k] == 100.0
     summary = bench.summarise(result)
     assert summary["shipped hybrid"]["psnr"] == pytest.approx(rows["shipped hybrid"]["psnr"])
+
+
+def test_invalid_pixel_psnr_scores_only_those_pixels(bench):
+    truth = np.zeros((3, 16, 16, 3), np.uint8)
+    frames = truth.copy()
+    frames[:, :8] = 10  # wrong only in the top half
+    invalid = np.zeros((3, 16, 16), bool)
+    invalid[:, 8:] = True  # ... so the bottom half, the "invalid" pixels, is exact
+    assert bench.score(frames, truth, truth, 0, invalid)["psnr_invalid"] == pytest.approx(100.0)
+    invalid[:, :8] = True
+    assert bench.score(frames, truth, truth, 0, invalid)["psnr_invalid"] == pytest.approx(10 * np.log10(255**2 / 50.0))
+    assert "psnr_invalid" not in bench.score(frames, truth, truth, 0)

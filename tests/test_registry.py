@@ -83,3 +83,14 @@ def test_auto_is_propdpm_with_a_model_and_flow_without(caplog):
     assert "no propagation model given" in caplog.text and "--model" in caplog.text
     assert resolve("copy", model_given=True).name == "copy"  # a named choice is never overridden
     assert MagicPropPipeline().propagator.name == "flow"  # the pipeline's default is auto too
+
+
+def test_stage_two_flags_have_one_spelling_per_meaning_and_keep_the_old_ones():
+    """`--steps` meant stage-I steps in `edit` but PropDPM steps in `propagate`: each now has an unambiguous spelling,
+    and the old one still parses to the same setting (scripts may use it)."""
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+    edit, propagate = sub["edit"]._option_string_actions, sub["propagate"]._option_string_actions
+    assert edit["--keyframe-steps"].dest == edit["--steps"].dest == "steps"
+    assert edit["--propagation-steps"].dest == "propagation_steps"
+    assert propagate["--propagation-steps"].dest == propagate["--steps"].dest == "propagation_steps"
+    assert propagate["--guidance-scale"].dest == "propagation_guidance_scale" and "--keyframe-steps" not in propagate

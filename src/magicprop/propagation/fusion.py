@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
+import cv2
 import numpy as np
 
 from ..motion.flow import carry, optical_flow
+from .anchored import INTERPOLATIONS
+from .anchored_maps import AnchoredChain, MapSettings, sample
 
 
 class FusionStep(Protocol):
@@ -51,20 +54,15 @@ class AnchoredFusion:
     name = "anchored"
 
     def __init__(self, video: np.ndarray, keyframe: np.ndarray, keyframe_index: int, *, feather: float = 1.5):
-        from .anchored_maps import MapSettings
-
         self.video, self.keyframe, self.k, self.feather = video, keyframe, keyframe_index, feather
         self.settings = MapSettings()
-        self.chains: dict[int, object] = {}  # step (+1 / -1) -> that direction's AnchoredChain
+        self.chains: dict[int, AnchoredChain] = {}  # step (+1 / -1) -> that direction's chain
 
     def warp(self, t: int, step: int) -> tuple[np.ndarray, np.ndarray]:
         """(the keyframe warped to frame t, its validity in [0, 1]); a resumed run replays the chain up to t."""
-        import cv2
-
-        from .anchored import INTERPOLATIONS
-        from .anchored_maps import AnchoredChain, sample
-
-        chain = self.chains.setdefault(step, AnchoredChain(self.video, self.k, step, self.settings))
+        if step not in self.chains:  # built once per direction (setdefault would build one every frame)
+            self.chains[step] = AnchoredChain(self.video, self.k, step, self.settings)
+        chain = self.chains[step]
         frame = None
         while chain.index != t:
             frame = chain.advance()
