@@ -151,7 +151,9 @@ def test_the_python_kernels_agree_with_numba_bit_for_bit(monkeypatch):
     guide_t = np.roll(guide_s, 2, axis=1)
     fill = square(6, 8, 8, size=24)
     init = np.roll(style, 2, axis=1)
-    kwargs = dict(levels=2, iterations=2, seed=5)
+    appearance = (rng.random((24, 24, 3), dtype=np.float32) * 255, rng.random((24, 24, 9), dtype=np.float32),
+                  init.astype(np.float32))  # fmt: skip  (the appearance model's gather kernel too)
+    kwargs = dict(levels=2, iterations=2, seed=5, appearance=appearance)
     jitted = synthesize(style, guide_s, guide_t, fill, init, **kwargs)
     for name in patch_kernels.KERNELS:
         monkeypatch.setattr(patch_kernels, name, getattr(patch_kernels, name).py_func)

@@ -26,7 +26,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .anchored_fill import Carry, ColourTransfer, FillFunction, FillRequest, PatchFill, colour_fill, fallback_estimate
-from .anchored_maps import AnchoredChain, AnchoredFrame, MapSettings, sample
+from .anchored_maps import AnchoredChain, AnchoredFrame, MapSettings
+from .appearance import AppearanceSettings, LocalAffine, render_keyframe
 from .base import PropagationRequest, Propagator
 from .store import FrameStore
 
@@ -43,6 +44,16 @@ class AnchoredSettings:
     handover: float = 0.5  # fraction of the gap between two keyframes over which one hands over to the other
     feather: float = 6.0  # px over which the seam between the regions two keyframes own is blended
     fill_feather: float = 2.0  # px inside the valid region over which keyframe pixels fade into the fill
+    # Carry the source's change between the keyframe and frame t into the edit through a local affine model of the
+    # keyframe pair (`appearance`): shading, lighting and the detail resampling softened follow the footage. False
+    # gives the plain warp.
+    appearance: bool = True
+    appearance_radius: float = AppearanceSettings.radius  # px at 256 px on the short side (`AppearanceSettings`)
+    appearance_eps: float = AppearanceSettings.eps
+
+    @property
+    def appearance_settings(self) -> AppearanceSettings:
+        return AppearanceSettings(self.appearance_radius, self.appearance_eps)
 
 
 def resolve_fill(fill: str | FillFunction, synthesize=None) -> tuple[FillFunction, str]:
@@ -80,16 +91,17 @@ class AnchoredFlowPropagator(Propagator):
     def __init__(self, *, correction_passes: int = 1, correction_refinement: int = 1, frame_flow: str = "medium",
                  mismatch_threshold: float = 28.0, interpolation: str = "lanczos", handover: float = 0.5,
                  feather: float = 6.0, fill_feather: float = 2.0, fill: str | FillFunction = "auto",
-                 synthesize=None):  # fmt: skip
+                 synthesize=None, appearance: bool = True):  # fmt: skip
         """Options are those of `MapSettings` (the maps) and `AnchoredSettings`; fill: "auto" (patch synthesis when
         `patches` imports, else the colour transfer), "patches", "colour", or a function of a `FillRequest`;
-        synthesize: the patch synthesiser to use instead of `patches.synthesize`."""
+        synthesize: the patch synthesiser to use instead of `patches.synthesize`; appearance: carry the source's
+        change since the keyframe into the edit (`appearance.LocalAffine`), in the warp and in the fill."""
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
         self.maps = MapSettings(frame_flow=frame_flow, correction_passes=correction_passes,
                                 correction_refinement=correction_refinement,
                                 mismatch_threshold=mismatch_threshold)  # fmt: skip
-        self.settings = AnchoredSettings(interpolation, handover, feather, fill_feather)
+        self.settings = AnchoredSettings(interpolation, handover, feather, fill_feather, appearance)
         self.fill, self.fill_name = resolve_fill(fill, synthesize)
 
     def fingerprint(self, request: PropagationRequest) -> dict:
@@ -130,6 +142,7 @@ class _Run:
         self.done = 0
         self.bar = tqdm(total=self.total, desc="anchored flow", unit="frame", disable=not request.progress)
         self.colours: dict[int, ColourTransfer] = {}
+        self.models: dict[int, LocalAffine] = {}
         self.needs_map = getattr(propagator.fill, "needs_map", propagator.fill is not colour_fill)
 
     def colour(self, k: int) -> ColourTransfer:
@@ -139,6 +152,17 @@ class _Run:
                 del self.colours[min(self.colours)]
             self.colours[k] = ColourTransfer(self.request.source[k], self.request.keyframes[k])
         return self.colours[k]
+
+    def model(self, k: int) -> LocalAffine | None:
+        """Keyframe k's local affine model (None when the settings turn it off), fitted once, two kept as above."""
+        if not self.p.settings.appearance:
+            return None
+        if k not in self.models:
+            if len(self.models) >= 2:
+                del self.models[min(self.models)]
+            self.models[k] = LocalAffine(self.request.source[k], self.request.keyframes[k],
+                                         self.p.settings.appearance_settings)  # fmt: skip
+        return self.models[k]
 
     def finished(self, count: int = 1) -> None:
         """`count` more frames are done: the bar and the callback (frames done, frames to do; keyframes excluded)."""
@@ -163,8 +187,11 @@ class _Run:
         return chain, arrays.get("previous")
 
     def render(self, k: int, frame: AnchoredFrame) -> np.ndarray:
-        """The edited keyframe k sampled once through the frame's map (uint8 saturates: the cubic's overshoot clips)."""
-        return sample(self.request.keyframes[k], frame.map, INTERPOLATIONS[self.p.settings.interpolation])
+        """The edited keyframe k sampled once through the frame's map, plus the source's change since the keyframe
+        carried through its local affine model (`appearance.render_keyframe`; uint8 saturates)."""
+        source = self.request.source
+        return render_keyframe(self.request.keyframes[k], frame.map, INTERPOLATIONS[self.p.settings.interpolation],
+                               model=self.model(k), source_keyframe=source[k], frame=source[frame.index])  # fmt: skip
 
     def lead(self, k: int) -> Iterator[np.ndarray]:
         """Frames 0..k-1: keyframe k's backward chain, each finished frame saved, then all read back in order."""
@@ -246,7 +273,8 @@ class _Run:
         estimate = fallback_estimate(rendered, valid, source[t], colour, carry, self.p.settings.fill_feather)
         if self.p.fill is colour_fill:
             return estimate
-        request = FillRequest(t, source[t], ~valid, estimate, self.request.keyframes[k], source[k], map_, carry.full())
+        request = FillRequest(t, source[t], ~valid, estimate, self.request.keyframes[k], source[k], map_, carry.full(),
+                              self.model(k))  # fmt: skip
         return self.p.fill(request)
 
 

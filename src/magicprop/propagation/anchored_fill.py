@@ -11,12 +11,15 @@ position, and a temporal guide, built by `patch_guides`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import cv2
 import numpy as np
 
 from .anchored_maps import identity_map, sample_points
+
+if TYPE_CHECKING:
+    from .appearance import LocalAffine
 
 
 @dataclass
@@ -31,6 +34,7 @@ class FillRequest:
     source_keyframe: np.ndarray  # its source frame
     map: np.ndarray | None  # (H, W, 2) float32: frame t's map into that keyframe (None where the fill does not need it)
     carried: np.ndarray  # the previous output carried to frame t along the source's flow
+    appearance: "LocalAffine | None" = None  # the keyframe pair's local affine model (`appearance`), when in use
 
 
 FillFunction = Callable[[FillRequest], np.ndarray]
@@ -42,7 +46,8 @@ def colour_fill(request: FillRequest) -> np.ndarray:
 
 
 class PatchFill:
-    """Guided patch synthesis of the pixels to fill (`patches.synthesize`, or the function given)."""
+    """Guided patch synthesis of the pixels to fill (`patches.synthesize`, or a function with its signature, which also
+    gets `appearance=(base, gain, colours)` when the keyframe pair's local affine model is in use)."""
 
     needs_map = True
 
@@ -61,8 +66,11 @@ class PatchFill:
     def __call__(self, request: FillRequest) -> np.ndarray:
         source_guide, target_guide, weights = patch_guides(request.source_keyframe, request.source_frame, request.map,
                                                            request.style, request.carried, self.weights)  # fmt: skip
+        extra = {}
+        if request.appearance is not None:  # patches bring the edit's response to colour, not the keyframe's colours
+            extra["appearance"] = (request.appearance.base, request.appearance.gain, request.source_frame)
         return self.synthesize(request.style, source_guide, target_guide, request.fill, request.estimate,
-                               patch_size=self.patch_size, guide_weights=weights)  # fmt: skip
+                               patch_size=self.patch_size, guide_weights=weights, **extra)  # fmt: skip
 
 
 @dataclass(frozen=True)

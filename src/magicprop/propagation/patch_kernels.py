@@ -138,6 +138,33 @@ def vote(style, r, fy, fx, index, ny, nx, weight, out, tgt, n_guide, s_scale, co
 
 
 @njit(cache=True)
+def gather(values, r, fy, fx, index, ny, nx, weight, out):
+    """`vote` for any number of channels and nothing else: out[i] = weighted mean, over the searched patches covering
+    pixel (fy[i], fx[i]), of values (h, w, C) at the pixel each one maps it to (the appearance model's base and gain)."""
+    ht, wt = index.shape[0], index.shape[1]
+    nc = values.shape[2]
+    acc = np.zeros(nc, np.float64)
+    for i in range(fy.shape[0]):
+        y, x = fy[i], fx[i]
+        acc[:] = 0.0
+        n = 0.0
+        for dy in range(-r, r + 1):
+            if y + dy < 0 or y + dy >= ht:
+                continue
+            for dx in range(-r, r + 1):
+                if x + dx < 0 or x + dx >= wt or index[y + dy, x + dx] < 0:
+                    continue
+                j = index[y + dy, x + dx]
+                sy, sx = ny[j] - dy, nx[j] - dx
+                wj = float(weight[j])
+                for c in range(nc):
+                    acc[c] += wj * float(values[sy, sx, c])
+                n += wj
+        for c in range(nc):
+            out[i, c] = acc[c] / n
+
+
+@njit(cache=True)
 def centres(fill, r, stride, index):
     """The patch centres to search, in scanline order (propagation relies on it): the valid centres (patch inside the
     frame) on a lattice of `stride` pixels, plus the last valid row and column so that every pixel is covered, whose
@@ -267,6 +294,6 @@ def half_any(mask, out):
 
 
 KERNELS = (
-    "hash32", "xorshift", "patch_cost", "search_pass", "vote", "centres", "upsample_nnf", "confidence",
+    "hash32", "xorshift", "patch_cost", "search_pass", "vote", "gather", "centres", "upsample_nnf", "confidence",
     "window_mean", "stack", "half", "half_any",
 )  # fmt: skip  (every njit function here, for tests that swap in their .py_func)

@@ -51,6 +51,7 @@ def synthesize(
     guide_weights=None,
     style_weight: float = 1.0,
     seed: int = 0,
+    appearance: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """(H, W, 3) uint8: `init` with its `fill` pixels synthesised from `style` patches chosen by guided patch distance.
 
@@ -61,10 +62,20 @@ def synthesize(
     as the style term does at style_weight = 1. levels: pyramid depth, default (and at most) as many halvings as keep
     the coarsest side >= 2 * patch_size. iterations: search + vote rounds; with a pyramid, the coarser levels (cheap,
     and where the layout is decided) get twice as many and the finest (where nearly all the work is) half as many.
+    appearance: (base (H, W, 3), gain (H, W, 9), colours (H, W, 3)) float32, a local affine model of the style over
+    the keyframe (`appearance.LocalAffine`: style = base + gain . source keyframe) and frame t's source colours; the
+    pixels to fill are then composed as vote(base) + vote(gain) . colours(x) with the final field and weights, so a
+    patch brings the edit's *response* to colour rather than the colours of the patch it came from.
     """
     # 1. Check inputs
     guide_s, guide_t, weights = _check(style, source_guide, target_guide, fill, init, patch_size, levels, iterations,
                                        guide_weights, style_weight, seed)  # fmt: skip
+    if appearance is not None:
+        shapes = [a.shape if isinstance(a, np.ndarray) else None for a in appearance] if len(appearance) == 3 else []
+        h, w = style.shape[:2]
+        if shapes != [(h, w, 3), (h, w, 9), (h, w, 3)]:
+            raise UsageError(f"synthesize: appearance must be (base (H, W, 3), gain (H, W, 9), colours (H, W, 3)) "
+                             f"arrays at the style's size {(h, w)}, got shapes {shapes}")  # fmt: skip
     out = init.copy()
     if not fill.any():
         return out
@@ -101,7 +112,9 @@ def synthesize(
             voted = lv.vote(ny, nx, cost)
         nnf = (ny, nx, lv.index, stride)
 
-    # 4. Compose: the kept pixels exactly, the voted ones rounded.
+    # 4. Compose: the kept pixels exactly, the voted ones rounded (through the appearance model when there is one).
+    if appearance is not None:
+        voted = _compose_appearance(lv, ny, nx, cost, appearance)
     out[lv.fy, lv.fx] = np.clip(np.rint(voted), 0, 255).astype(np.uint8)
     return out
 
@@ -137,19 +150,35 @@ class _Level:
         conf = np.where(fill, np.float32(0), confidence)
         return cls(src, tgt, conf, style, fy, fx, confidence[fy, fx], cy, cx, index, weight, n_guide, s_scale, r)
 
+    def vote_weights(self, cost: np.ndarray | None) -> np.ndarray:
+        """Each centre's vote weight: its confidence, times exp(-D / 2 sigma^2) given the field's costs."""
+        if cost is None:
+            return self.weight
+        q = (3 * len(cost)) // 4  # the 75th percentile, without np.percentile's overhead
+        sigma2 = max(float(np.partition(cost, q)[q]), 1e-12)
+        return (self.weight * np.exp(-cost / (2 * sigma2))).astype(np.float32) + np.float32(1e-12)
+
     def vote(self, ny: np.ndarray, nx: np.ndarray, cost: np.ndarray | None = None) -> np.ndarray:
         """(F, 3) float32 vote, which becomes the estimate E of the pixels to fill. Given the field's costs, each patch
         also weighs by its similarity, exp(-D / 2 sigma^2) with sigma^2 the 75th percentile of D (Wexler et al.):
         good matches outvote poor ones, which keeps the average sharp."""
-        weight = self.weight
-        if cost is not None:
-            q = (3 * len(cost)) // 4  # the 75th percentile, without np.percentile's overhead
-            sigma2 = max(float(np.partition(cost, q)[q]), 1e-12)
-            weight = (weight * np.exp(-cost / (2 * sigma2))).astype(np.float32) + np.float32(1e-12)
+        weight = self.vote_weights(cost)
         voted = np.empty((len(self.fy), 3), np.float32)
         K.vote(self.style, self.r, self.fy, self.fx, self.index, ny, nx, weight, voted, self.tgt, self.n_guide,
                self.s_scale, self.conf, self.trust)  # fmt: skip
         return voted
+
+
+def _compose_appearance(lv: "_Level", ny, nx, cost, appearance) -> np.ndarray:
+    """(F, 3) float32 base + gain . colours at the pixels to fill, base and gain voted like the style (same field,
+    same weights); the mean of the gains times the pixel's own colour equals the mean of each patch's prediction."""
+    base, gain, colours = appearance
+    values = np.ascontiguousarray(np.concatenate([base, gain], axis=2), np.float32)  # (H, W, 12)
+    voted = np.empty((len(lv.fy), values.shape[2]), np.float32)
+    K.gather(values, lv.r, lv.fy, lv.fx, lv.index, ny, nx, lv.vote_weights(cost), voted)
+    c = colours[lv.fy, lv.fx].astype(np.float32)  # (F, 3)
+    g = voted[:, 3:].reshape(-1, 3, 3)  # (F, out, in)
+    return voted[:, :3] + np.einsum("fci,fi->fc", g, c)
 
 
 def _pyramid(style, src, tgt, fill, num_levels):
