@@ -13,8 +13,7 @@ import cv2
 import numpy as np
 
 from ..motion.flow import carry, optical_flow
-from .anchored import INTERPOLATIONS
-from .anchored_maps import AnchoredChain, MapSettings, sample
+from .keyframe_warp import KeyframeWarp
 
 
 class FusionStep(Protocol):
@@ -55,19 +54,12 @@ class AnchoredFusion:
 
     def __init__(self, video: np.ndarray, keyframe: np.ndarray, keyframe_index: int, *, feather: float = 1.5):
         self.video, self.keyframe, self.k, self.feather = video, keyframe, keyframe_index, feather
-        self.settings = MapSettings()
-        self.chains: dict[int, AnchoredChain] = {}  # step (+1 / -1) -> that direction's chain
+        self.keyframe_warp = KeyframeWarp(video, keyframe, keyframe_index)  # one chain per direction, walked lazily
 
     def warp(self, t: int, step: int) -> tuple[np.ndarray, np.ndarray]:
         """(the keyframe warped to frame t, its validity in [0, 1]); a resumed run replays the chain up to t."""
-        if step not in self.chains:  # built once per direction (setdefault would build one every frame)
-            self.chains[step] = AnchoredChain(self.video, self.k, step, self.settings)
-        chain = self.chains[step]
-        frame = None
-        while chain.index != t:
-            frame = chain.advance()
-        warped = sample(self.keyframe, frame.map, INTERPOLATIONS["lanczos"])
-        weight = frame.valid.astype(np.float32)
+        warped, valid = self.keyframe_warp.warp(t)  # `step` is implied by t and the keyframe
+        weight = valid.astype(np.float32)
         if self.feather > 0:  # keep the fully valid interior exact: only shrink the weight near the seam
             weight = np.minimum(weight, cv2.GaussianBlur(weight, (0, 0), self.feather))
         return warped, weight

@@ -1,0 +1,56 @@
+"""The edited keyframe carried to any frame through the anchored coordinate maps of the `flow` propagator.
+
+One class, three readers, so all three sample the keyframe the same way:
+  * `fusion.AnchoredFusion` (the `hybrid` propagator) keeps the warp where the keyframe explains the frame;
+  * `sampling.propagate_latents` conditions a PropDPM built with `use_anchored_reference` on it;
+  * `training.data.RawTripletDataset(with_anchor=True)` computes the same for the training triplets (the reference
+    frame warped to the target), so training and inference build identical inputs from identical frames.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .anchored import INTERPOLATIONS
+from .anchored_maps import AnchoredChain, MapSettings, sample
+
+
+class KeyframeWarp:
+    """`warp(t)` -> (the keyframe sampled once, Lanczos, through frame t's anchored map, (H, W, 3) uint8; the map's
+    validity, (H, W) bool).
+
+    The maps are measured on `video` (the *source* frames: an edited keyframe is not what the source shows), one
+    `AnchoredChain` per direction walked from the keyframe. A chain only walks forward, so a run resumed at frame t
+    replays its chain up to t (the maps are deterministic: the result is the uninterrupted run's); asking for a frame
+    the chain has passed starts that direction again. With `keep=True` every frame walked past is remembered (the
+    training data asks for frames in any order, and a 64x64 frame costs 16 kB); without it memory stays flat.
+    """
+
+    def __init__(self, video: np.ndarray, keyframe: np.ndarray, keyframe_index: int, settings: MapSettings = MapSettings(),
+                 *, keep: bool = False):  # fmt: skip
+        if keyframe.shape != video.shape[1:]:
+            raise ValueError(f"the keyframe {keyframe.shape} and the source frames {video.shape[1:]} differ in size")
+        self.video, self.keyframe, self.settings, self.keep = video, keyframe, settings, keep
+        self.k = keyframe_index % len(video)
+        self.chains: dict[int, AnchoredChain] = {}  # step (+1 / -1) -> that direction's chain
+        self.kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # frame -> its warp: all walked past with keep, else the last
+
+    def warp(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        t %= len(self.video)
+        if t == self.k:  # the keyframe itself: the identity map, valid everywhere
+            return self.keyframe, np.ones(self.keyframe.shape[:2], bool)
+        if t in self.kept:
+            return self.kept[t]
+        step = 1 if t > self.k else -1
+        chain = self.chains.get(step)
+        if chain is None or (chain.index - t) * step >= 0:  # new, or at or past t: walk again from the keyframe
+            chain = self.chains[step] = AnchoredChain(self.video, self.k, step, self.settings)
+        while chain.index != t:
+            frame = chain.advance()
+            if self.keep or frame.index == t:
+                if not self.keep:
+                    self.kept.clear()
+                self.kept[frame.index] = (sample(self.keyframe, frame.map, INTERPOLATIONS["lanczos"]), frame.valid)
+        if self.keep and not 0 <= t + step < len(self.video):  # every frame of this direction is kept: drop its state
+            del self.chains[step]
+        return self.kept[t]
