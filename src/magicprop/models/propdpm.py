@@ -23,6 +23,15 @@ the true one. Training noises the previous latent to a random level l in [0, max
 and tells the model l through an embedding added to the timestep embedding (diffusers' `class_embed_type="timestep"`,
 zero-initialised, so such a model starts out equal to one without it); inference noises its own previous output to a
 small fixed level (`inference_context_level`), which hides small errors the model then learns to ignore.
+
+`use_anchored_reference=True` (beyond the paper) adds 5 input channels that carry the edited keyframe itself to the
+target frame: the keyframe sampled once (Lanczos) through the target's anchored coordinate map (the `flow`
+propagator's maps, `propagation.anchored_maps`, walked over the *source* clip from the keyframe), VAE-encoded, plus
+the map's validity (1 where the keyframe explains the pixel). The adaptor only tells the UNet what the keyframe looks
+like; these channels tell it where each keyframe pixel is now, re-measured against the source keyframe every frame, so
+they do not drift along the chain the way the previous latent does. When the reference is dropped (the null
+reference of training and of classifier-free guidance) these channels are zeros too: "no reference" means no keyframe
+anywhere.
 """
 
 from __future__ import annotations
@@ -48,7 +57,9 @@ REFERENCE_MODES = ("clip+vae", "clip")
 class PropConditioning:
     """Everything PropDPM reads besides the noisy latent and the timestep."""
 
-    spatial: torch.Tensor  # (B, 6 or 10, h, w): target depth, previous latent, previous depth [, warped previous latent]
+    # (B, 6 [+4] [+5], h, w): target depth, previous latent, previous depth [, warped previous latent]
+    # [, anchored keyframe latent, anchored validity]
+    spatial: torch.Tensor
     reference_tokens: torch.Tensor  # (B or 1, 1 + h/2 * w/2, C): adaptor output, shared by every frame of a clip
     base: torch.Tensor | None = None  # (B, 4, h, w) residual models: the warped previous latent the sample is added to
     context_level: torch.Tensor | None = None  # (B,) in [0, 1]: how much the previous latent was noised (0 = clean)
@@ -91,6 +102,15 @@ def warp_latent(latent: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(latent, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def mask_to_latent_grid(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A mask in [0, 1] (B, 1, H, W) or (B, H, W) -> (B, 1, h, w) in [0, 1]: the valid fraction of each latent cell."""
+    if mask.ndim == 3:
+        mask = mask[:, None]
+    if tuple(mask.shape[-2:]) != tuple(size):
+        mask = F.interpolate(mask, size=size, mode="area" if mask.shape[-1] >= size[-1] else "bilinear")
+    return mask
+
+
 def assemble_conditioning(
     target_depth: torch.Tensor,
     previous_latent: torch.Tensor,
@@ -102,6 +122,9 @@ def assemble_conditioning(
     residual: bool = False,
     context_noise: torch.Tensor | None = None,
     context_level: torch.Tensor | None = None,
+    anchored_latent: torch.Tensor | None = None,
+    anchored_valid: torch.Tensor | None = None,
+    drop_reference: torch.Tensor | None = None,
 ) -> PropConditioning:
     """Put PropDPM's conditions together; training and inference both call this.
 
@@ -120,6 +143,14 @@ def assemble_conditioning(
         context_noise, context_level: for models built with `context_level_embedding=True`: Gaussian noise like the
             previous latent and (B,) levels in [0, 1]; the previous latent becomes sqrt(1 - l^2) prev + l noise (before
             it is warped) and the levels are passed on to the model's level embedding.
+        anchored_latent, anchored_valid: for models built with `use_anchored_reference=True`: (B, 4, h, w) scaled VAE
+            latent (posterior mean) of the edited keyframe sampled through the target's anchored map, and (B, 1, H, W)
+            or (B, H, W) its validity in [0, 1], at any size (area-resized to the latent grid, so a cell holds the
+            fraction of its pixels the keyframe explains). The mask stays in [0, 1], not [-1, 1] like depth: 0 then
+            means "the keyframe explains nothing here", which is exactly what an invalid pixel and a dropped reference
+            both mean, so the null reference's all-zero channels need no third value.
+        drop_reference: (B,) bool; True zeroes the anchored channels, as `PropDPM.encode_reference(drop=...)` gives
+            the null reference tokens for the same samples (training's reference dropout, guidance's null branch).
     """
     size = tuple(previous_latent.shape[-2:])
     target = depth_to_latent_grid(target_depth, size)  # (B, 1, h, w)
@@ -137,7 +168,16 @@ def assemble_conditioning(
         parts.append(warped)
     if residual and warped is None:
         raise ValueError("a residual PropDPM adds its sample to the warped previous latent: pass previous_flow")
-    spatial = torch.cat(parts, dim=1)  # (B, 6 [+4], h, w)
+    if (anchored_latent is None) != (anchored_valid is None):
+        raise ValueError("the anchored reference is a latent and its validity: pass both anchored_latent and anchored_valid")
+    if anchored_latent is not None:
+        anchored = anchored_latent.to(previous_latent.dtype)  # (B, 4, h, w)
+        valid = mask_to_latent_grid(anchored_valid.to(previous_latent.dtype), size)  # (B, 1, h, w) in [0, 1]
+        if drop_reference is not None:  # the null reference has no keyframe to warp
+            keep = (~drop_reference).to(anchored.dtype)[:, None, None, None]
+            anchored, valid = anchored * keep, valid * keep
+        parts += [anchored, valid]
+    spatial = torch.cat(parts, dim=1)  # (B, 6 [+4] [+5], h, w)
     return PropConditioning(spatial=spatial, reference_tokens=reference_tokens, base=warped if residual else None,
                             context_level=context_level)  # fmt: skip
 
@@ -166,6 +206,7 @@ class PropDPM(ModelMixin, ConfigMixin):
         predict_residual: bool = False,  # diffuse target - warped previous latent (needs use_warped_previous)
         context_level_embedding: bool = False,  # read how much the previous latent was noised (exposure-bias training)
         inference_context_level: float = 0.0,  # the level sampling noises its own previous output to (with the embedding)
+        use_anchored_reference: bool = False,  # 5 more input channels: the keyframe warped along its anchored map + validity
     ):
         super().__init__()
         if reference_mode not in REFERENCE_MODES:
@@ -195,7 +236,17 @@ class PropDPM(ModelMixin, ConfigMixin):
     def num_input_channels(self) -> int:
         c = self.config.latent_channels
         # noisy latent, target depth, previous latent, previous depth [, warped previous latent]
-        return c + 1 + c + 1 + (c if self.config.use_warped_previous else 0)
+        # [, anchored keyframe latent, anchored validity]
+        anchored = c + 1 if self.config.get("use_anchored_reference", False) else 0
+        return c + 1 + c + 1 + (c if self.config.use_warped_previous else 0) + anchored
+
+    @property
+    def inference_context_level(self) -> float:
+        """The level sampling (and self-rollout training) noises the model's own previous output to; 0 without the
+        level embedding."""
+        if not self.config.get("context_level_embedding", False):
+            return 0.0
+        return float(self.config.get("inference_context_level", 0.0))
 
     @classmethod
     def from_config_name(cls, name: str, **overrides) -> "PropDPM":
@@ -204,7 +255,7 @@ class PropDPM(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_stable_diffusion(cls, unet: UNet2DConditionModel, **overrides) -> "PropDPM":
-        """Initialise from an SD 1.5 UNet: copy every weight, grow conv_in from 4 to 10 channels with zeros.
+        """Initialise from an SD 1.5 UNet: copy every weight, grow conv_in from 4 to 10 (or more) channels with zeros.
 
         The new input channels start at zero, so the converted model gives exactly the SD UNet's output whatever the
         conditions are, and training starts from SD's prior (DiT's zero-init idea). The adaptor is new and random.
@@ -238,7 +289,7 @@ class PropDPM(ModelMixin, ConfigMixin):
                 logger.warning("PropDPM.from_stable_diffusion: skipped %s (not in PropDPM)", key)
                 continue
             if key == "conv_in.weight":
-                grown = torch.zeros_like(target[key])  # (320, 10 [+4], 3, 3): zeros for the new channels
+                grown = torch.zeros_like(target[key])  # (320, 10 [+4] [+5], 3, 3): zeros for the new channels
                 grown[:, : value.shape[1]] = value
                 value = grown
             if target[key].shape != value.shape:
@@ -269,11 +320,15 @@ class PropDPM(ModelMixin, ConfigMixin):
         self, sample: torch.Tensor, timestep: torch.Tensor | int, conditioning: PropConditioning
     ) -> torch.Tensor:
         """sample (B, 4, h, w) noisy latent -> (B, 4, h, w) prediction (v for our schedulers)."""
-        x = torch.cat([sample, conditioning.spatial.to(sample.dtype)], dim=1)  # (B, 10 [+4], h, w)
+        x = torch.cat([sample, conditioning.spatial.to(sample.dtype)], dim=1)  # (B, 10 [+4] [+5], h, w)
         if x.shape[1] != self.num_input_channels:
             from ..errors import UsageError
 
             wants = "needs the source's optical flow (previous_flow)" if self.config.use_warped_previous else "takes no flow"
+            if self.config.get("use_anchored_reference", False):
+                wants += " and needs the anchored keyframe (anchored_latent, anchored_valid)"
+            else:
+                wants += " and no anchored keyframe"
             raise UsageError(f"PropDPM got {x.shape[1]} input channels, expects {self.num_input_channels}: this model {wants}")
         tokens = conditioning.reference_tokens.to(sample.dtype)
         if tokens.shape[0] != x.shape[0]:

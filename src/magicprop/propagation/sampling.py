@@ -12,6 +12,10 @@ what the user sees, and kept in pixels with the step, so a resumed run gives ide
 Every finished step is saved to a work folder, so a run killed at any moment and restarted with `resume=True` redoes
 only the unfinished frames and ends bit-identical: the noise of frame t is drawn from a generator seeded by (seed, t),
 so it does not depend on which frames were computed before.
+
+A PropDPM built with `use_anchored_reference` also reads, for every frame, the edited keyframe sampled through the
+frame's anchored map (`keyframe_warp.KeyframeWarp`, one chain per direction walked over the source frames). A resumed
+run replays the chains up to its first unfinished frame, so its conditions, and its frames, are the uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ from tqdm.auto import tqdm
 from ..errors import UsageError
 from ..models.bundle import PropagationModels
 from ..models.encoders import clip_image_tokens, images_to_tensor, tensor_to_images, vae_decode, vae_encode, vae_scale_factor
-from ..models.propdpm import assemble_conditioning
+from ..models.propdpm import PropConditioning, PropDPM, assemble_conditioning
 from ..motion.flow import optical_flow
 from ..schedulers import scheduler_from_config
 from .base import PropagationSettings
 from .fusion import FusionStep
+from .keyframe_warp import KeyframeWarp
 from .store import LatentStore
 
 logger = logging.getLogger(__name__)
@@ -107,20 +112,25 @@ def propagate_latents(
         callback: called as callback(frames_done, total) after every step (both chains); raising from it stops the
             run cleanly (finished steps stay saved for `resume`), which is how the web UI cancels.
         video: (T, H, W, 3) uint8 source frames at the keyframe's size; needed by (and only read for) models built with
-            `use_warped_previous`, which also see the previous latent warped along the source's optical flow.
+            `use_warped_previous`, which also see the previous latent warped along the source's optical flow, or with
+            `use_anchored_reference`, which see the keyframe warped through each frame's anchored map.
         fusion: called after every step with PropDPM's rendering of its frames; what it returns is the output and the
             next step's previous frame (`fusion.FlowFusion`: the `hybrid` propagator).
     """
     # 1. Check inputs
     factor = vae_scale_factor(models.vae)
     warped = bool(models.propdpm.config.get("use_warped_previous", False))
+    anchored = bool(models.propdpm.config.get("use_anchored_reference", False))
     residual = bool(models.propdpm.config.get("predict_residual", False))
     # exposure-bias models see their own previous output noised to a small fixed level (see models.propdpm)
-    embedded_level = models.propdpm.config.get("context_level_embedding", False)
-    context_level = float(models.propdpm.config.get("inference_context_level", 0.0)) if embedded_level else 0.0
+    context_level = models.propdpm.inference_context_level
     if warped and video is None:
         raise UsageError("this PropDPM conditions on optical flow (use_warped_previous): pass the source frames as `video`")
-    video = video if warped else None
+    if anchored and video is None:
+        raise UsageError(
+            "this PropDPM conditions on the keyframe's anchored maps (use_anchored_reference): pass the source frames as `video`"
+        )
+    video = video if warped or anchored else None
     check_inputs(depth, keyframe, keyframe_index, factor, video)
     num_frames = depth.shape[0]
     k = keyframe_index % num_frames
@@ -161,6 +171,8 @@ def propagate_latents(
 
     # 4. Propagate, both chains in one batch
     scheduler = scheduler_from_config(models.scheduler_config, settings.scheduler)
+    # the keyframe carried along each direction's anchored maps; a resumed run replays the chains to its first frame
+    keyframe_warp = KeyframeWarp(video, keyframe, k) if anchored else None
     # closed also when a step fails (disk full, a cancelling callback): the error line then starts on a line of its own
     finished = sum(1 for s in where.values() if s <= done)  # counted here: a disabled tqdm bar does not count
     bar = tqdm(total=num_frames - 1, initial=finished, desc="propagating", unit="frame", disable=not progress)
@@ -177,17 +189,28 @@ def propagate_latents(
             context = None
             if context_level > 0:
                 context = torch.stack([torch.randn(key_latent.shape[1:], generator=g) for g in generators]).to(device, dtype)
-            cond = assemble_conditioning(
+            anchored_latent = anchored_valid = None
+            if keyframe_warp is not None:  # the edited keyframe through each target's map: (B, 4, h, w), (B, 1, H, W)
+                warps = [keyframe_warp.warp(t) for t in targets]
+                anchored_latent = vae_encode(models.vae, images_to_tensor(np.stack([w for w, _ in warps]), device, dtype))
+                anchored_valid = torch.from_numpy(np.stack([v for _, v in warps]))[:, None].to(device, dtype)
+            inputs = dict(
                 target_depth=depth_grid[targets],
                 previous_latent=torch.stack([previous[d] for d in chains]),
                 previous_depth=depth_grid[prev_idx],
-                reference_tokens=reference,
                 previous_flow=torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).to(device, dtype) if warped else None,
                 residual=residual,
                 context_noise=context,
                 context_level=None if context is None else torch.full((len(targets),), context_level, device=device),
+                anchored_latent=anchored_latent,
+                anchored_valid=anchored_valid,
             )
-            latents = denoise(models, scheduler, noise, cond, settings, null)
+            cond = assemble_conditioning(reference_tokens=reference, **inputs)
+            null_cond = None
+            if do_cfg:  # the unconditional branch: the null reference's tokens and no anchored keyframe, as in training
+                drop = torch.ones(len(targets), dtype=torch.bool, device=device)
+                null_cond = assemble_conditioning(reference_tokens=null, drop_reference=drop, **inputs)
+            latents = denoise(models, scheduler, noise, cond, settings, null_cond)
             fused = None
             if fusion is not None:
                 fused = fusion(tensor_to_images(vae_decode(models.vae, latents)), [shown[d] for d in chains], targets,
@@ -207,25 +230,37 @@ def propagate_latents(
     return store, where
 
 
-def denoise(models, scheduler, latents, cond, settings: PropagationSettings, null_tokens=None) -> torch.Tensor:
-    """The sampling loop for one batch of frames; classifier-free guidance on the reference in one batched forward.
-    Returns the frames' latents (for residual models: the sample added to the warped previous latent)."""
-    scheduler.set_timesteps(settings.num_inference_steps, device=latents.device)
+def denoise(models, scheduler, latents, cond: PropConditioning, settings: PropagationSettings,
+            null_cond: PropConditioning | None = None) -> torch.Tensor:  # fmt: skip
+    """The sampling loop for one batch of frames (`sample_latents` with the run's settings)."""
+    return sample_latents(models.propdpm, scheduler, latents, cond, settings.num_inference_steps, settings.guidance_scale,
+                          null_cond)  # fmt: skip
+
+
+def sample_latents(propdpm: PropDPM, scheduler, latents: torch.Tensor, cond: PropConditioning, num_inference_steps: int,
+                   guidance_scale: float = 1.0, null_cond: PropConditioning | None = None) -> torch.Tensor:  # fmt: skip
+    """The scheduler's reverse process from the noise `latents` (Ho et al. 2020 / Song et al. 2021, v-prediction), with
+    classifier-free guidance on the reference (Ho & Salimans 2022, pred = null + s (cond - null)) in one batched forward
+    when `null_cond` (the conditioning with the reference dropped) is given. Returns the frames' latents (for residual
+    models: the sample added to the warped previous latent). Sampling and self-rollout training both run it."""
+    scheduler.set_timesteps(num_inference_steps, device=latents.device)
     latents = latents * scheduler.init_noise_sigma
     model_cond = cond
-    if null_tokens is not None:
+    if null_cond is not None:
         b = latents.shape[0]
-        model_cond = type(cond)(
-            spatial=torch.cat([cond.spatial, cond.spatial]),
-            reference_tokens=torch.cat([cond.reference_tokens.expand(b, -1, -1), null_tokens.expand(b, -1, -1)]),
+        levels = None if cond.context_level is None else torch.cat([cond.context_level, null_cond.context_level])
+        model_cond = PropConditioning(
+            spatial=torch.cat([cond.spatial, null_cond.spatial]),
+            reference_tokens=torch.cat([cond.reference_tokens.expand(b, -1, -1), null_cond.reference_tokens.expand(b, -1, -1)]),
+            context_level=levels,
         )
     for t in scheduler.timesteps:
-        x = torch.cat([latents, latents]) if null_tokens is not None else latents
+        x = torch.cat([latents, latents]) if null_cond is not None else latents
         x = scheduler.scale_model_input(x, t)
-        pred = models.propdpm(x, t, model_cond)
-        if null_tokens is not None:
+        pred = propdpm(x, t, model_cond)
+        if null_cond is not None:
             pred_cond, pred_null = pred.chunk(2)
-            pred = pred_null + settings.guidance_scale * (pred_cond - pred_null)
+            pred = pred_null + guidance_scale * (pred_cond - pred_null)
         latents = scheduler.step(pred, t, latents).prev_sample
     return cond.to_latent(latents)  # residual models sampled the correction to the warped previous latent
 
