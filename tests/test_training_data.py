@@ -123,7 +123,7 @@ def test_manifests_csv_and_jsonl(clips, depth_model, tmp_path):
     assert discover_clips(tmp_path / "m.csv").clips[1].caption == "a dog, running"
     # Raw clips get depth from the depth model, normalised over the clip's sampled frames.
     dataset = RawTripletDataset(found.clips, SAMPLING, seed=0, depth_model=str(depth_model), missing=found.missing)
-    frames, depth = dataset.load(0)
+    depth = dataset.load(0).depth
     assert depth.shape == (5, 16, 16) and depth.min() == 0.0 and depth.max() == 1.0
     s = dataset[0]
     assert s["target_depth"].shape == (1, 16, 16)

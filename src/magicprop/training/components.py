@@ -1,7 +1,7 @@
 """What a recipe trains and what it keeps frozen: PropDPM, the VAE and the CLIP image tower (and the depth model).
 
 `--pretrained` must be Stable Diffusion 1.x shaped (a `unet/` and a `vae/` subfolder, as stable-diffusion-v1-5 on the hub):
-its UNet initialises PropDPM (`PropDPM.from_stable_diffusion`: 4 -> 10 input channels, zeros for the new ones) and its VAE
+its UNet initialises PropDPM (`PropDPM.from_stable_diffusion`: 4 -> 10 or more input channels, zeros for the new ones) and its VAE
 is the frozen encoder. A folder exported by `magicprop train` (propdpm/, vae/, image_encoder/) is accepted too, to
 continue from it. Without `--pretrained` PropDPM starts from scratch at the recipe's named size.
 """
@@ -72,7 +72,8 @@ def load_components(recipe: TrainRecipe) -> Components:
 
     overrides = {"reference_mode": recipe.reference_mode, "use_warped_previous": recipe.use_warped_previous,
                  "predict_residual": recipe.predict_residual, "context_level_embedding": recipe.context_noise > 0,
-                 "inference_context_level": recipe.context_noise_inference if recipe.context_noise > 0 else 0.0}  # fmt: skip
+                 "inference_context_level": recipe.context_noise_inference if recipe.context_noise > 0 else 0.0,
+                 "use_anchored_reference": recipe.anchored_reference}  # fmt: skip
     references: dict[str, dict[str, str]] = {}
     kind = pretrained_kind(recipe.pretrained) if recipe.pretrained else "scratch"
     vae = image_encoder = None

@@ -5,6 +5,12 @@ each clip, centre-cropped to squares and resized to the recipe's resolution. A t
 (previous -> target, in either direction, since propagation runs both ways from the keyframe) and one other frame of the
 same clip as the reference. Clips come from `sources.discover_clips`, or from a cache (precompute.py).
 
+Beyond the paper, a sample can carry more: the optical flow target -> previous (`with_flow`, for `use_warped_previous`),
+the reference frame warped to the target through its anchored map (`with_anchor`, for `use_anchored_reference`: the
+maps are measured on the clip's *source* frames, as inference measures them on the source video, and the clip's own
+reference frame is sampled through them), and the frame before the previous one in the chain's direction (`with_pp`,
+for self-rollout training, which renders the previous frame with the model itself from that one).
+
 Which sample a global index n gives is a pure function of (seed, n): epoch e = n // num_clips reads the clips in the
 order of a permutation seeded by (seed, e), and the triplet is drawn from a generator seeded by (seed, n). A resumed run
 needs only the number of steps done. A clip that cannot be used (unreadable, corrupt, too short) is skipped, counted
@@ -13,9 +19,10 @@ and remembered: the sample moves on to the next clip of the same permutation, an
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -25,6 +32,7 @@ import torch
 from ..errors import MagicPropError, UsageError
 from ..motion.flow import optical_flow
 from ..motion import estimate_clip_depth, load_depth, resize_depth
+from ..propagation.keyframe_warp import KeyframeWarp
 from ..video import read_video
 from .sources import ClipSource
 
@@ -88,13 +96,20 @@ def square_resize(maps: np.ndarray, size: int) -> np.ndarray:
     return resize_depth(maps[:, top : top + side, left : left + side], (size, size))
 
 
-def choose_triplet(num_frames: int, rng: np.random.Generator, references=None) -> tuple[int, int, int]:
+def choose_triplet(num_frames: int, rng: np.random.Generator, references=None, with_pp: bool = False) -> tuple[int, int, int]:
     """(reference, previous, target) sampled-frame indices: previous and target adjacent, the reference any other
-    (of `references` when given: the frames a cache holds CLIP tokens for)."""
-    previous = int(rng.integers(0, num_frames - 1))
-    target = previous + 1
+    (of `references` when given: the frames a cache holds CLIP tokens for).
+
+    `with_pp`: the frame before the previous one in the chain's direction, pp = 2 * previous - target, exists too (a
+    run of three frames instead of two, drawn the same way, so without it the draws are those of old). The reference
+    may be pp: at inference the second frame of each chain is rendered from a previous frame rendered from the keyframe.
+    """
+    run = 3 if with_pp else 2  # consecutive frames: [pp,] previous, target
+    first = int(rng.integers(0, num_frames - run + 1))
+    frames = list(range(first, first + run))
     if rng.random() < 0.5:  # the backward chain renders frame k-1 from frame k
-        previous, target = target, previous
+        frames.reverse()
+    previous, target = frames[-2], frames[-1]
     others = [i for i in (range(num_frames) if references is None else references) if i not in (previous, target)]
     return int(others[rng.integers(0, len(others))]), previous, target
 
@@ -109,9 +124,10 @@ class TripletIndex(torch.utils.data.Dataset):
     `make_sample(payload, triplet) -> dict`.
     """
 
-    def __init__(self, num_clips: int, seed: int, missing: list[str] | None = None):
+    def __init__(self, num_clips: int, seed: int, missing: list[str] | None = None, with_pp: bool = False):
         self.num_clips = num_clips
         self.seed = seed
+        self.with_pp = with_pp  # every triplet also has the frame before the previous one (self-rollout training)
         self.missing = list(missing or [])
         self.bad: dict[int, str] = {}  # clip index -> why it was skipped (this process / worker only)
         self._perm: tuple[int, np.ndarray] | None = None
@@ -155,7 +171,7 @@ class TripletIndex(torch.utils.data.Dataset):
                 logger.warning("skipped video %s: %s", self.describe(i), reason)
                 continue
             rng = np.random.default_rng([self.seed, int(n), 1])
-            triplet = choose_triplet(self.num_frames(payload), rng, self.reference_frames(payload))
+            triplet = choose_triplet(self.num_frames(payload), rng, self.reference_frames(payload), self.with_pp)
             sample = self.make_sample(payload, triplet)
             sample["frames"] = torch.tensor(triplet)  # (3,): reference, previous, target sampled-frame indices
             sample["clip"] = torch.tensor(i)
@@ -182,6 +198,28 @@ class TripletIndex(torch.utils.data.Dataset):
         raise UsageError(f"no usable clip among {self.num_clips} (first: {self.describe(i)}: {reason})")
 
 
+@dataclass
+class DecodedClip:
+    """A raw clip as the triplets read it; kept whole in the clip cache, with the keyframe warps computed so far."""
+
+    frames: np.ndarray  # (T, R, R, 3) uint8 sampled frames
+    depth: np.ndarray | None  # (T, R, R) in [0, 1]; None when only probed
+    motion: np.ndarray | None = None  # (T, R, R, 3) uint8 the anchored maps are measured on: the source's frames
+    warps: dict[int, KeyframeWarp] = field(default_factory=dict)  # reference frame -> its frames warped to others
+
+    def anchored(self, reference: int, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference frame sampled through frame t's anchored map, (3, R, R) in [0, 1], and its validity (1, R, R)."""
+        if reference not in self.warps:  # `keep`: a 64x64 frame costs 16 kB, walking to it again a few ms per frame
+            self.warps[reference] = KeyframeWarp(self.motion, self.frames[reference], reference, keep=True)
+        warped, valid = self.warps[reference].warp(t)
+        return image_tensor(warped), torch.from_numpy(valid)[None].float()
+
+
+def image_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float in [0, 1], as `models.encoders.images_to_tensor` converts at inference."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255
+
+
 class RawTripletDataset(TripletIndex):
     """Triplets decoded from videos: images (3, R, R) in [0, 1] and depth (1, R, R) in [0, 1] (1 = nearest).
 
@@ -192,9 +230,14 @@ class RawTripletDataset(TripletIndex):
 
     def __init__(self, clips: list[ClipSource], sampling: FrameSampling, seed: int, depth_model: str | None = None,
                  missing: list[str] | None = None, depth_device: str = "cpu", clip_cache: int = 0,
-                 with_flow: bool = False):  # fmt: skip
-        super().__init__(len(clips), seed, missing)
+                 with_flow: bool = False, with_anchor: bool = False, with_pp: bool = False):  # fmt: skip
+        super().__init__(len(clips), seed, missing, with_pp)
         self.with_flow = with_flow  # add the optical flow target -> previous (for use_warped_previous models)
+        # add the reference warped to the target through its anchored map, and the map's validity (for
+        # use_anchored_reference models); with clip_cache, the warps stay with the clip: at most T * (T - 1) frames of
+        # R * R * 4 bytes (3.9 MB for 16 frames at 64x64), filled only as triplets ask for them, plus the state of the
+        # chains still walking (R * R * 9 bytes each)
+        self.with_anchor = with_anchor
         self.clips, self.sampling = clips, sampling
         self.depth_model, self.depth_device = depth_model, depth_device
         self.clip_cache = clip_cache  # decoded clips kept in memory (per worker); helps small datasets, 0 for benchmarks
@@ -210,9 +253,16 @@ class RawTripletDataset(TripletIndex):
         source = self.clips[i]
         frames = read_clip_frames(source, self.sampling)
         if probe or len(frames) < TRIPLET_FRAMES:
-            return frames, None
+            return DecodedClip(frames, None)
         depth = synthetic_depth(source, self.sampling, len(frames)) if source.synthetic else self.estimate_depth(frames)
-        payload = (frames, depth)
+        motion = None
+        if self.with_anchor:  # an edited synth clip moves like its folder's source.mp4, whose frames the maps follow
+            edited = source.synthetic and source.video != "source.mp4"
+            motion = read_clip_frames(dataclasses.replace(source, video="source.mp4"), self.sampling) if edited else frames
+            if motion.shape != frames.shape:
+                raise ValueError(f"source.mp4 has {len(motion)} sampled frames of {motion.shape[1:3]}, {source.video} "
+                                 f"{len(frames)} of {frames.shape[1:3]}")  # fmt: skip
+        payload = DecodedClip(frames, depth, motion)
         if self.clip_cache:
             if len(self._cache) >= self.clip_cache:
                 self._cache.pop(next(iter(self._cache)))
@@ -238,24 +288,34 @@ class RawTripletDataset(TripletIndex):
         return estimate_clip_depth(frames, self._estimator, progress=False)  # (T, R, R) in [0, 1], normalised over the clip
 
     @staticmethod
-    def num_frames(payload) -> int:
-        return len(payload[0])
+    def num_frames(payload: DecodedClip) -> int:
+        return len(payload.frames)
 
-    def make_sample(self, payload, triplet) -> dict:
-        frames, depth = payload
+    def make_sample(self, payload: DecodedClip, triplet) -> dict:
+        frames, depth = payload.frames, payload.depth
         ref, prev, target = triplet
-        image = lambda t: torch.from_numpy(np.ascontiguousarray(frames[t])).permute(2, 0, 1).float() / 255  # noqa: E731
-        extra = {}
-        if self.with_flow:  # computed on the clip being read: an edited synth clip moves exactly like its source
-            extra["previous_flow"] = torch.from_numpy(optical_flow(frames[target], frames[prev])).permute(2, 0, 1)  # (2, R, R)
-        return {
-            **extra,
-            "reference": image(ref),  # (3, R, R)
-            "previous": image(prev),
-            "target": image(target),
-            "previous_depth": torch.from_numpy(np.ascontiguousarray(depth[prev]))[None].float(),  # (1, R, R)
-            "target_depth": torch.from_numpy(np.ascontiguousarray(depth[target]))[None].float(),
+        depth_of = lambda t: torch.from_numpy(np.ascontiguousarray(depth[t]))[None].float()  # noqa: E731  (1, R, R)
+        # computed on the clip being read: an edited synth clip moves exactly like its source
+        flow = lambda a, b: torch.from_numpy(optical_flow(frames[a], frames[b])).permute(2, 0, 1)  # noqa: E731  (2, R, R)
+        sample = {
+            "reference": image_tensor(frames[ref]),  # (3, R, R)
+            "previous": image_tensor(frames[prev]),
+            "target": image_tensor(frames[target]),
+            "previous_depth": depth_of(prev),
+            "target_depth": depth_of(target),
         }
+        if self.with_flow:
+            sample["previous_flow"] = flow(target, prev)
+        if self.with_anchor:  # (3, R, R) in [0, 1] and (1, R, R) in {0, 1}
+            sample["target_anchored"], sample["target_anchored_valid"] = payload.anchored(ref, target)
+        if self.with_pp:  # what the model needs to render the previous frame itself, from the one before it
+            pp = 2 * prev - target
+            sample["pp"], sample["pp_depth"] = image_tensor(frames[pp]), depth_of(pp)
+            if self.with_flow:
+                sample["pp_flow"] = flow(prev, pp)
+            if self.with_anchor:
+                sample["previous_anchored"], sample["previous_anchored_valid"] = payload.anchored(ref, prev)
+        return sample
 
 
 # ---------------------------------------------------------------------------------------------------------------------

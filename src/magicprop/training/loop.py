@@ -7,6 +7,10 @@ the previous frame are dropped at random so that the null reference (classifier-
 frame are learnt too. Conditioning is put together only by `PropDPM.encode_reference` and `assemble_conditioning`, the
 two functions inference calls.
 
+Beyond the paper: `anchored_reference` adds the reference warped to the target through its anchored map (read from
+the batch, computed by the dataset), and `self_rollout` replaces a fraction of the previous latents by the model's own
+sample of them (`rollout.py`).
+
 Only the UNet and the adaptor learn; the VAE and CLIP are frozen. Every random draw of a step (VAE sample, noise,
 timesteps, drops) comes from a generator seeded by (seed, step, micro-batch, process), and the data order is a function
 of (seed, sample index), so a resumed run ends with the very weights an uninterrupted one would have.
@@ -35,13 +39,14 @@ from ..errors import UsageError
 from ..fileio import atomic_write_json
 from ..models.propdpm import PropDPM, assemble_conditioning
 from ..models.encoders import clip_image_tokens, vae_encode
-from ..schedulers import make_scheduler
+from ..schedulers import make_scheduler, scheduler_from_config
 from .checkpoint import export_final, list_checkpoints, load_checkpoint, parameter_checksum, resolve_resume, save_checkpoint
 from .components import load_components
 from .data import FrameSampling, RawTripletDataset, make_dataloader
 from .logs import TrainLog, plot_loss
 from .precompute import CachedTripletDataset, is_cache
 from .recipes import TrainRecipe
+from .rollout import Rollout, RolloutInputs, rollout_previous
 from .sources import discover_clips
 
 logger = logging.getLogger(__name__)
@@ -57,13 +62,20 @@ class PropDPMTraining(nn.Module):
         super().__init__()
         self.propdpm = propdpm
         self.noise_scheduler = noise_scheduler
+        # self-rollout samples with DDIM on the training schedule, as inference does with the exported one
+        self.rollout_scheduler = scheduler_from_config(dict(noise_scheduler.config), "ddim")
 
     def forward(self, target_latent, noise, timesteps, target_depth, previous_latent, previous_depth, clip_tokens,
-                reference_latent, drop_reference, drop_previous, previous_flow=None, context_noise=None, context_level=None):  # fmt: skip
+                reference_latent, drop_reference, drop_previous, previous_flow=None, context_noise=None, context_level=None,
+                anchored_latent=None, anchored_valid=None, rollout: Rollout | None = None):  # fmt: skip
+        if rollout is not None:  # here, so it runs under the same autocast as the model; no gradient flows through it
+            previous_latent = rollout_previous(self.propdpm, self.rollout_scheduler, rollout, previous_latent, previous_depth,
+                                               clip_tokens, reference_latent)  # fmt: skip
         reference = self.propdpm.encode_reference(clip_tokens, reference_latent, drop=drop_reference)  # (B, 1 + hw/4, C)
         cond = assemble_conditioning(target_depth, previous_latent, previous_depth, reference, previous_flow=previous_flow,
                                      drop_previous=drop_previous, residual=self.propdpm.config.get("predict_residual", False),
-                                     context_noise=context_noise, context_level=context_level)  # fmt: skip
+                                     context_noise=context_noise, context_level=context_level, anchored_latent=anchored_latent,
+                                     anchored_valid=anchored_valid, drop_reference=drop_reference)  # fmt: skip
         x0 = cond.to_sample(target_latent)  # (B, 4, h, w)
         noisy = self.noise_scheduler.add_noise(x0, noise, timesteps)
         target_v = self.noise_scheduler.get_velocity(x0, noise, timesteps)  # alpha_t * eps - sigma_t * x0
@@ -79,6 +91,9 @@ class EncodedBatch:
     target_depth: torch.Tensor  # (B, 1, H, W) in [0, 1], any size
     previous_depth: torch.Tensor
     previous_flow: torch.Tensor | None = None  # (B, 2, H, W) target -> previous, pixels (use_warped_previous only)
+    anchored_latent: torch.Tensor | None = None  # (B, 4, h, w) reference warped to the target, posterior mean (anchored)
+    anchored_valid: torch.Tensor | None = None  # (B, 1, H, W) in [0, 1]: where the anchored map explains the target
+    rollout: RolloutInputs | None = None  # what rendering the previous frame from the one before needs (self_rollout)
 
 
 def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
@@ -91,17 +106,24 @@ def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generat
 def encode_batch(batch: dict, vae, image_encoder, device, generator: torch.Generator) -> EncodedBatch:
     """Latents and tokens of a batch from raw frames (VAE + CLIP now) or from the cache (already encoded)."""
     to = lambda k: batch[k].to(device, non_blocking=True)  # noqa: E731
+    get = lambda k: to(k) if k in batch else None  # noqa: E731  (what only some options put in a batch)
     if "target_mean" in batch:  # from `magicprop precompute`: sample the target from the cached posterior
         eps = torch.randn(batch["target_mean"].shape, generator=generator).to(device)
         target = to("target_mean") + to("target_std") * eps
-        return EncodedBatch(
-            target, to("previous_latent"), to("reference_latent"), to("clip_tokens"), to("target_depth"), to("previous_depth")
-        )
+        rollout = RolloutInputs(to("pp_latent"), to("pp_depth")) if "pp_latent" in batch else None
+        return EncodedBatch(target, to("previous_latent"), to("reference_latent"), to("clip_tokens"), to("target_depth"),
+                            to("previous_depth"), rollout=rollout)  # fmt: skip
     target = vae_encode(vae, to("target"), generator=generator, sample=True).float()  # (B, 4, h, w)
-    previous, reference = vae_encode(vae, torch.cat([to("previous"), to("reference")])).float().chunk(2)
+    # every image read through its posterior mean, in one VAE call: previous, reference [, anchored ones, pp]
+    names = ["previous", "reference", *(k for k in ("target_anchored", "pp", "previous_anchored") if k in batch)]
+    means = dict(zip(names, vae_encode(vae, torch.cat([to(k) for k in names])).float().chunk(len(names))))
     tokens = clip_image_tokens(image_encoder, to("reference")).float()  # (B, 1 + g, C)
-    flow = to("previous_flow") if "previous_flow" in batch else None
-    return EncodedBatch(target, previous, reference, tokens, to("target_depth"), to("previous_depth"), flow)
+    rollout = None
+    if "pp" in batch:
+        rollout = RolloutInputs(means["pp"], to("pp_depth"), get("pp_flow"), means.get("previous_anchored"),
+                                get("previous_anchored_valid"))  # fmt: skip
+    return EncodedBatch(target, means["previous"], means["reference"], tokens, to("target_depth"), to("previous_depth"),
+                        get("previous_flow"), means.get("target_anchored"), get("target_anchored_valid"), rollout)  # fmt: skip
 
 
 def diffusion_loss(model: nn.Module, noise_scheduler, enc: EncodedBatch, recipe: TrainRecipe, generator) -> torch.Tensor:
@@ -122,24 +144,40 @@ def diffusion_loss(model: nn.Module, noise_scheduler, enc: EncodedBatch, recipe:
     if recipe.context_noise > 0:  # exposure bias: the previous latent noised to a random level the model is told
         context_level = (torch.rand(b, generator=generator) * recipe.context_noise).to(device)
         context_noise = torch.randn(previous.shape, generator=generator).to(device, previous.dtype)
+    # what only some options add is passed by name, so a plain run calls the model as it always did
+    extra = {"anchored_latent": enc.anchored_latent, "anchored_valid": enc.anchored_valid}
+    if recipe.self_rollout > 0:  # drawn last, like the options above; a sample whose previous frame is dropped needs none
+        if enc.rollout is None:
+            raise UsageError("self_rollout needs the frame before each previous one (a dataset made with_pp)")
+        chosen = torch.rand(b, generator=generator) < recipe.self_rollout
+        start = torch.randn(previous.shape, generator=generator)
+        pp_noise = torch.randn(previous.shape, generator=generator)
+        extra["rollout"] = Rollout(enc.rollout, chosen.to(device) & ~drop_previous, start.to(device, previous.dtype),
+                                   pp_noise.to(device, previous.dtype), recipe.self_rollout_steps)  # fmt: skip
+    extra = {k: v for k, v in extra.items() if v is not None}
     pred, target_v = model(enc.target_latent, noise, timesteps, enc.target_depth, previous, enc.previous_depth,
                            enc.clip_tokens, enc.reference_latent, drop_reference, drop_previous, enc.previous_flow,
-                           context_noise, context_level)  # fmt: skip
+                           context_noise, context_level, **extra)  # fmt: skip
     return F.mse_loss(pred.float(), target_v.float())
 
 
 def build_dataset(data: str, recipe: TrainRecipe, depth_device: str):
     """The raw-clip or cached triplet dataset for `--data`, checked to hold at least one usable clip."""
+    with_pp = recipe.self_rollout > 0
     if is_cache(data):
         if recipe.use_warped_previous:
             raise UsageError("use_warped_previous needs optical flow, which a precompute cache does not hold; train on the clips")
-        dataset = CachedTripletDataset(data, recipe.seed)
+        if recipe.anchored_reference:
+            raise UsageError("anchored_reference needs the source frames' anchored maps, which a precompute cache does not hold; "
+                             "train on the clips")  # fmt: skip
+        dataset = CachedTripletDataset(data, recipe.seed, with_pp=with_pp)
         dataset.check_recipe(recipe)
     else:
         found = discover_clips(data, synthetic_edited=recipe.synthetic_edited)
         dataset = RawTripletDataset(found.clips, FrameSampling.from_recipe(recipe), recipe.seed, recipe.depth_model,
                                     found.missing, depth_device, clip_cache=recipe.clip_cache,
-                                    with_flow=recipe.use_warped_previous)  # fmt: skip
+                                    with_flow=recipe.use_warped_previous, with_anchor=recipe.anchored_reference,
+                                    with_pp=with_pp)  # fmt: skip
     first = dataset.check_usable()
     if isinstance(dataset, RawTripletDataset) and first is not None and not dataset.clips[first].synthetic:
         dataset.load_depth_model()  # now, in the main process: a missing model fails at once, with one line

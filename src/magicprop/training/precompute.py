@@ -119,7 +119,8 @@ def precompute(recipe, data: str, output_dir: str | Path, *, reference_frames: i
                     done.append({**entry, "frames": int(f.metadata()["frames"])})
                 continue
             try:
-                frames, depth = dataset.load(i)
+                clip = dataset.load(i)
+                frames, depth = clip.frames, clip.depth
                 if len(frames) < TRIPLET_FRAMES:
                     raise ValueError(f"only {len(frames)} sampled frames, a triplet needs {TRIPLET_FRAMES}")
             except DepthModelError:
@@ -173,14 +174,14 @@ def _latent_size(file: Path) -> list[int]:
 class CachedTripletDataset(TripletIndex):
     """Triplets read from a cache: latents and tokens instead of pixels; only the three frames needed are read."""
 
-    def __init__(self, cache: str | Path, seed: int):
+    def __init__(self, cache: str | Path, seed: int, with_pp: bool = False):
         self.root = Path(cache)
         self.index = json.loads((self.root / INDEX).read_text())
         if not self.index["clips"]:
             skipped = len(self.index["skipped"])
             raise UsageError(f"the cache {cache} holds no usable clip ({skipped} skipped); run precompute on other data")
         missing = [c["source"] for c in self.index["skipped"]] + list(self.index["missing"])
-        super().__init__(len(self.index["clips"]), seed, missing)
+        super().__init__(len(self.index["clips"]), seed, missing, with_pp)
 
     def check_recipe(self, recipe) -> None:
         from .components import encoder_names
@@ -218,14 +219,18 @@ class CachedTripletDataset(TripletIndex):
     def reference_frames(self, payload) -> list[int]:
         return payload[2]
 
-    @staticmethod
-    def make_sample(payload, triplet) -> dict:
+    def make_sample(self, payload, triplet) -> dict:
         file, _, references = payload
         ref, prev, target = triplet
         with safe_open(str(file), "pt") as f:
             mean, std, depth = f.get_slice("latent_mean"), f.get_slice("latent_std"), f.get_slice("depth")
             slot = references.index(ref)
+            extra = {}
+            if self.with_pp:  # self-rollout: the frame before the previous one, which the model renders it from
+                pp = 2 * prev - target
+                extra = {"pp_latent": mean[pp : pp + 1][0], "pp_depth": depth[pp : pp + 1][0]}
             return {
+                **extra,
                 "reference_latent": mean[ref : ref + 1][0],  # (4, h, w): the posterior mean, as inference encodes it
                 "previous_latent": mean[prev : prev + 1][0],
                 "target_mean": mean[target : target + 1][0],  # the target is sampled from N(mean, std^2) each step

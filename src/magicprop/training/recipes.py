@@ -33,6 +33,9 @@ class TrainRecipe:
     zero_snr: bool = True  # False trains on SD's original schedule (terminal SNR > 0), for the ablation of section 3.3.2
     use_warped_previous: bool = False  # beyond the paper: also condition on the previous latent warped along the flow
     predict_residual: bool = False  # beyond the paper: diffuse target - warped previous latent (needs use_warped_previous)
+    # beyond the paper: also condition on the reference warped to the target through its anchored map (the `flow`
+    # propagator's maps, measured on the source frames) and the map's validity: 5 more input channels, zero-initialised
+    anchored_reference: bool = False
 
     # --- data (paper, 3.3.3)
     resolution: int = 256  # frames are centre-cropped to squares and resized to resolution x resolution
@@ -70,6 +73,11 @@ class TrainRecipe:
     # embedding, zero-initialised); sampling noises its own previous output to `context_noise_inference`. 0 = off.
     context_noise: float = 0.0
     context_noise_inference: float = 0.1
+    # Beyond the paper, against the same gap: for this fraction of each batch the previous latent is the model's own
+    # DDIM sample of it (`self_rollout_steps` steps, no gradient) from the frame before it, so training sees what the
+    # chain feeds the model at inference. Costs self_rollout * self_rollout_steps forwards per sample. 0 = off.
+    self_rollout: float = 0.0
+    self_rollout_steps: int = 2  # few: the rollout only has to carry the model's typical error, not a finished frame
 
     # --- bookkeeping
     checkpoint_every: int = 1000  # optimizer steps between checkpoints (and at the last step)
@@ -104,6 +112,10 @@ class TrainRecipe:
         for name in ("context_noise", "context_noise_inference"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be a noise level in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.self_rollout <= 1.0:
+            problems.append(f"self_rollout must be a fraction of each batch in [0, 1], got {self.self_rollout}")
+        if self.self_rollout_steps < 1:
+            problems.append(f"self_rollout_steps must be at least 1 (DDIM steps of the rollout), got {self.self_rollout_steps}")
         if self.predict_residual and not self.use_warped_previous:
             problems.append("predict_residual needs use_warped_previous: true (the residual is taken from the warped previous latent)")
         if min(self.warmup_steps, self.num_workers, self.clip_cache) < 0:
