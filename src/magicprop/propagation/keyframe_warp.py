@@ -12,12 +12,15 @@ from __future__ import annotations
 import numpy as np
 
 from .anchored import INTERPOLATIONS
-from .anchored_maps import AnchoredChain, MapSettings, sample
+from .anchored_maps import AnchoredChain, MapSettings
+from .appearance import AppearanceSettings, LocalAffine, render_keyframe
 
 
 class KeyframeWarp:
     """`warp(t)` -> (the keyframe sampled once, Lanczos, through frame t's anchored map, (H, W, 3) uint8; the map's
-    validity, (H, W) bool).
+    validity, (H, W) bool). With `appearance` (the default, as in the `flow` propagator) the source's change between
+    the keyframe and frame t is carried into it through the keyframe pair's local affine model
+    (`appearance.render_keyframe`); None gives the plain warp.
 
     The maps are measured on `video` (the *source* frames: an edited keyframe is not what the source shows), one
     `AnchoredChain` per direction walked from the keyframe. A chain only walks forward, so a run resumed at frame t
@@ -27,11 +30,12 @@ class KeyframeWarp:
     """
 
     def __init__(self, video: np.ndarray, keyframe: np.ndarray, keyframe_index: int, settings: MapSettings = MapSettings(),
-                 *, keep: bool = False):  # fmt: skip
+                 *, keep: bool = False, appearance: AppearanceSettings | None = AppearanceSettings()):  # fmt: skip
         if keyframe.shape != video.shape[1:]:
             raise ValueError(f"the keyframe {keyframe.shape} and the source frames {video.shape[1:]} differ in size")
         self.video, self.keyframe, self.settings, self.keep = video, keyframe, settings, keep
         self.k = keyframe_index % len(video)
+        self.model = None if appearance is None else LocalAffine(video[self.k], keyframe, appearance)
         self.chains: dict[int, AnchoredChain] = {}  # step (+1 / -1) -> that direction's chain
         self.kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # frame -> its warp: all walked past with keep, else the last
 
@@ -50,7 +54,9 @@ class KeyframeWarp:
             if self.keep or frame.index == t:
                 if not self.keep:
                     self.kept.clear()
-                self.kept[frame.index] = (sample(self.keyframe, frame.map, INTERPOLATIONS["lanczos"]), frame.valid)
+                warped = render_keyframe(self.keyframe, frame.map, INTERPOLATIONS["lanczos"], model=self.model,
+                                         source_keyframe=self.video[self.k], frame=self.video[frame.index])  # fmt: skip
+                self.kept[frame.index] = (warped, frame.valid)
         if self.keep and not 0 <= t + step < len(self.video):  # every frame of this direction is kept: drop its state
             del self.chains[step]
         return self.kept[t]
