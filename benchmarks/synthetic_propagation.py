@@ -134,12 +134,30 @@ def run(args) -> dict:
     return {"rows": rows, "methods": list(dict.fromkeys(r["method"] for r in rows)), "steps": args.steps}
 
 
+NEAR, FAR = (1, 16), (48, 63)  # distances from the keyframe whose mean PSNR the drift compares (64-frame clips)
+
+
+def distance_mean(rows: list[dict], lo: int, hi: int) -> float | None:
+    """Mean PSNR over the frames lo..hi frames away from the keyframe, pooled over the rows (None if none is that far)."""
+    values = [p for r in rows for t, p in enumerate(r["psnr_per_frame"]) if lo <= abs(t - r["keyframe"]) <= hi]
+    return float(np.mean(values)) if values else None
+
+
 def summarise(result: dict) -> dict:
-    """Mean of each metric per method, overall and per group (length, position, edit, textures)."""
+    """Mean of each metric per method, overall and per group (length, position, edit, textures); on clips of 64 frames
+    or more, `near` / `far` (mean PSNR 1-16 and 48-63 frames from the keyframe) and `drift` = near - far; and `wins` /
+    `cases`: on how many cases the method beats `flow` (the weight-free default) on mean PSNR."""
     rows, out = result["rows"], {}
+    flow = {_case_key(r): r["psnr"] for r in rows if r["method"] == "flow"}
     for method in result["methods"]:
         mine = [r for r in rows if r["method"] == method]
         entry = {m: float(np.mean([r[m] for r in mine])) for m in ("psnr", "ssim", "warp_error", "color_shift", "sharpness_ratio")}
+        long = [r for r in mine if r["frames"] >= FAR[1] + 1]
+        near, far = distance_mean(long, *NEAR), distance_mean(long, *FAR)
+        if near is not None and far is not None:
+            entry.update(near=near, far=far, drift=near - far)
+        if flow and method != "flow":
+            entry.update(wins=sum(r["psnr"] > flow[_case_key(r)] for r in mine if _case_key(r) in flow), cases=len(mine))
         if any("psnr_invalid" in r for r in mine):
             entry["psnr_invalid"] = float(np.mean([r["psnr_invalid"] for r in mine if "psnr_invalid" in r]))
         for key in ("frames", "position", "edit", "textures", "motion"):
@@ -149,13 +167,20 @@ def summarise(result: dict) -> dict:
     return out
 
 
+def _case_key(row: dict) -> tuple:
+    return row["seed"], row["frames"], row["keyframe"], row["edit"], row["textures"], row["motion"]
+
+
 def markdown(summary: dict) -> str:
     cols = sorted({k for v in summary.values() for k in v if k.startswith("psnr[")})
-    head = "| method | PSNR | PSNR invalid px | SSIM | sharpness | warp err | colour shift | " + " | ".join(c[5:-1] for c in cols) + " |"
-    lines = [head, "|" + "---|" * (7 + len(cols))]
+    head = ("| method | PSNR | PSNR invalid px | SSIM | sharpness | warp err | colour shift | PSNR 1-16 | PSNR 48-63 | drift "
+            "| wins vs flow | " + " | ".join(c[5:-1] for c in cols) + " |")  # fmt: skip
+    lines = [head, "|" + "---|" * (11 + len(cols))]
+    fmt = lambda v, key, f: format(v[key], f) if key in v else ""  # noqa: E731
     for method, v in summary.items():
-        cells = [f"{v['psnr']:.2f}", f"{v['psnr_invalid']:.2f}" if "psnr_invalid" in v else "", f"{v['ssim']:.3f}",
-                 f"{v['sharpness_ratio']:.2f}", f"{v['warp_error']:.4f}", f"{v['color_shift']:.2f}"]
+        cells = [f"{v['psnr']:.2f}", fmt(v, "psnr_invalid", ".2f"), f"{v['ssim']:.3f}", f"{v['sharpness_ratio']:.2f}",
+                 f"{v['warp_error']:.4f}", f"{v['color_shift']:.2f}", fmt(v, "near", ".2f"), fmt(v, "far", ".2f"),
+                 fmt(v, "drift", ".2f"), f"{v['wins']}/{v['cases']}" if "wins" in v else ""]  # fmt: skip
         lines.append(f"| {method} | " + " | ".join(cells + [f"{v[c]:.2f}" for c in cols]) + " |")
     return "\n".join(lines)
 

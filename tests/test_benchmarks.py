@@ -79,3 +79,23 @@ def test_invalid_pixel_psnr_scores_only_those_pixels(bench):
     invalid[:, :8] = True
     assert bench.score(frames, truth, truth, 0, invalid)["psnr_invalid"] == pytest.approx(10 * np.log10(255**2 / 50.0))
     assert "psnr_invalid" not in bench.score(frames, truth, truth, 0)
+
+
+def test_drift_and_wins_compare_the_right_frames_and_cases(bench):
+    def row(method, seed, psnr_per_frame, keyframe=0):
+        return {"method": method, "seed": seed, "frames": len(psnr_per_frame), "keyframe": keyframe, "edit": "global",
+                "position": "start",
+                "textures": "procedural", "motion": "normal", "psnr": float(np.mean(psnr_per_frame[1:])), "ssim": 0.0,
+                "warp_error": 0.0, "color_shift": 0.0, "sharpness_ratio": 1.0, "psnr_per_frame": psnr_per_frame}  # fmt: skip
+
+    curve = [100.0] + [30.0] * 16 + [25.0] * 31 + [20.0] * 16  # 64 frames: 30 dB near the keyframe, 20 dB far
+    flat = [100.0] + [26.0] * 63
+    result = {"methods": ["model", "flow"], "rows": [row("model", 1, curve), row("flow", 1, flat),
+                                                     row("model", 2, flat), row("flow", 2, curve)]}  # fmt: skip
+    summary = bench.summarise(result)
+    assert summary["model"]["near"] == pytest.approx(28.0) and summary["model"]["far"] == pytest.approx(23.0)
+    assert summary["model"]["drift"] == pytest.approx(5.0)
+    assert (summary["model"]["wins"], summary["model"]["cases"]) == (1, 2) and "wins" not in summary["flow"]
+    middle = [26.0] * 32 + [100.0] + [26.0] * 31  # a keyframe in the middle is never 48 frames from anything
+    assert bench.distance_mean([row("m", 3, middle, keyframe=32)], 48, 63) is None
+    assert "| 28.00 | 23.00 | 5.00 | 1/2 |" in bench.markdown(summary)
