@@ -2,8 +2,8 @@
 
 Both propagate the same 512x512 clip from keyframe 0 and are timed back to back, so the ratio holds on a busy machine
 even when the absolute numbers do not. Goal: <= 0.3 s/frame on 2 cores, the fill included. Also reported: the time of
-each correction-pass setting, of cubic sampling and of the cheapest flow settings, and (--profile) where the anchored
-propagator's time goes.
+each correction-pass setting, of cubic sampling, of the plain warp without the appearance model and of the cheapest flow
+settings, and (--profile) where the anchored propagator's time goes.
 
     python benchmarks/anchored_speed.py                        # a synthetic pan (tests/fixtures.panning_clip)
     python benchmarks/anchored_speed.py --video /work/shared/samples/real/koolshooters.mp4 --frames 16
@@ -75,6 +75,8 @@ def main() -> None:
     for passes in (0, 2):
         results[f"anchored_{passes}_passes_s_per_frame"] = seconds_per_frame(anchored(correction_passes=passes), n, 1)
     results["anchored_cubic_s_per_frame"] = seconds_per_frame(anchored(interpolation="cubic"), n, 1)
+    # the plain warp, without the keyframe pair's appearance model (`propagation.appearance`): what the model costs
+    results["anchored_no_appearance_s_per_frame"] = seconds_per_frame(anchored(appearance=False), n, args.repeats)
     fastest = anchored(frame_flow="fast", correction_refinement=0)  # the cheap settings, for a busy machine
     results["anchored_fast_flow_no_refinement_s_per_frame"] = seconds_per_frame(fastest, n, 1)
     for key, value in results.items():

@@ -59,11 +59,11 @@ def test_render_carries_a_change_of_lighting_into_the_edit(textured):
     edited = affine_edit(keyframe)
     same_place = identity_map(64, 64)
     plain = render_keyframe(edited, same_place, 4)
-    carried = render_keyframe(edited, same_place, 4, model=LocalAffine(keyframe, edited), source_keyframe=keyframe,
+    carried = render_keyframe(edited, same_place, 4, model=LocalAffine(keyframe, edited),
                               frame=brighter)  # fmt: skip
     np.testing.assert_array_equal(plain, edited)  # the plain warp keeps the keyframe's light
     assert psnr(carried, affine_edit(brighter)) > 38 > psnr(plain, affine_edit(brighter)) + 12
-    unchanged = render_keyframe(edited, same_place, 4, model=LocalAffine(keyframe, edited), source_keyframe=keyframe,
+    unchanged = render_keyframe(edited, same_place, 4, model=LocalAffine(keyframe, edited),
                                 frame=keyframe)  # fmt: skip
     np.testing.assert_array_equal(unchanged, edited)  # no change of the source: the keyframe itself
 

@@ -191,7 +191,7 @@ class _Run:
         carried through its local affine model (`appearance.render_keyframe`; uint8 saturates)."""
         source = self.request.source
         return render_keyframe(self.request.keyframes[k], frame.map, INTERPOLATIONS[self.p.settings.interpolation],
-                               model=self.model(k), source_keyframe=source[k], frame=source[frame.index])  # fmt: skip
+                               model=self.model(k), frame=source[frame.index])  # fmt: skip
 
     def lead(self, k: int) -> Iterator[np.ndarray]:
         """Frames 0..k-1: keyframe k's backward chain, each finished frame saved, then all read back in order."""

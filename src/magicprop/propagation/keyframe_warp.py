@@ -55,7 +55,7 @@ class KeyframeWarp:
                 if not self.keep:
                     self.kept.clear()
                 warped = render_keyframe(self.keyframe, frame.map, INTERPOLATIONS["lanczos"], model=self.model,
-                                         source_keyframe=self.video[self.k], frame=self.video[frame.index])  # fmt: skip
+                                         frame=self.video[frame.index])  # fmt: skip
                 self.kept[frame.index] = (warped, frame.valid)
         if self.keep and not 0 <= t + step < len(self.video):  # every frame of this direction is kept: drop its state
             del self.chains[step]
