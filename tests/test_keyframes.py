@@ -100,8 +100,10 @@ def test_several_keyframes_errors(pipe, clip):
 
 
 def test_a_second_keyframe_stops_the_drift_of_flow_propagation():
-    """On a 16-frame clip with ground truth, true keyframes at both ends beat one keyframe, most of all at the far end."""
-    c = render_clip(900001, frames=16, size=(64, 64), edit="global")
+    """On a 16-frame clip with ground truth, true keyframes at both ends beat one keyframe, most of all at the far end.
+    The edit paints a pattern: a plain colour grade is carried by `flow`'s appearance model from one keyframe almost as
+    well as from two (38.5 against 38.9 dB), so it would not show what a second keyframe is for."""
+    c = render_clip(900001, frames=16, size=(64, 64), edit="pattern")
     pipe = MagicPropPipeline.from_pretrained("nobody/sd", "nobody/cn", None, "nobody/depth", propagator="flow", device="cpu")
     one = pipe(c.source, keyframe_image={0: c.edited[0]}).frames
     two = pipe(c.source, keyframe_image={0: c.edited[0], 15: c.edited[15]}).frames
