@@ -341,6 +341,16 @@ def write_training_clips(folder: str | Path, n: int = 2, *, frames: int = 12, si
     return [write_clip(render_clip(seed + i, frames=frames, size=size), Path(folder) / f"clip{i}") for i in range(n)]
 
 
+def training_workspace(root: str | Path, num_clips: int, frames: int) -> Path:
+    """A folder for tiny training runs: `clips/` (synthetic 32x32 clips), `sd/` (an SD-shaped folder of dummy
+    components) and `clip/` (a dummy CLIP vision tower)."""
+    root = Path(root)
+    write_training_clips(root / "clips", num_clips, frames=frames, size=(32, 32))
+    save_dummy_sd_folder(root / "sd")
+    save_dummy_image_encoder(root / "clip")
+    return root
+
+
 def write_bad_videos(folder: str | Path) -> list[Path]:
     """Three clips a dataset must skip: a 0-byte .mp4, a text file named .mp4, and a 2-frame clip (a triplet needs 3)."""
     from magicprop.synthetic import render_clip, write_clip

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 from fixtures import (
-    get_dummy_propagation_models, get_dummy_propdpm, get_dummy_unet, save_dummy_image_encoder, save_dummy_sd_folder,
-    write_training_clips,
+    get_dummy_propagation_models, get_dummy_propdpm, get_dummy_unet, training_workspace,
 )  # fmt: skip
 
 from magicprop.models.propdpm import PropDPM, assemble_conditioning, depth_to_latent_grid, warp_latent
@@ -294,11 +293,7 @@ RECIPE = {
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    root = tmp_path_factory.mktemp("anchored")
-    write_training_clips(root / "clips", 2, frames=8, size=(32, 32))
-    save_dummy_sd_folder(root / "sd")
-    save_dummy_image_encoder(root / "clip")
-    return root
+    return training_workspace(tmp_path_factory.mktemp("anchored"), 2, frames=8)
 
 
 @pytest.mark.parametrize("options", [{"anchored_reference": True}, {"self_rollout": 0.5, "use_warped_previous": True}],

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures import save_dummy_image_encoder, save_dummy_sd_folder, write_bad_videos, write_training_clips
+from fixtures import training_workspace, write_bad_videos
 from safetensors.torch import load_file
 
 from magicprop.cli import main
@@ -34,10 +34,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHON
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     """Three synthetic clips, an SD-shaped folder of dummy components, a CLIP folder and recipe files."""
-    root = tmp_path_factory.mktemp("train")
-    write_training_clips(root / "clips", 3, frames=12, size=(32, 32))
-    save_dummy_sd_folder(root / "sd")
-    save_dummy_image_encoder(root / "clip")
+    root = training_workspace(tmp_path_factory.mktemp("train"), 3, frames=12)
     (root / "recipe.json").write_text(json.dumps(RECIPE))
     (root / "recipe_ema.json").write_text(json.dumps({**RECIPE, "use_ema": True, "grad_accum": 2, "batch_size": 4}))
     # Batch 16 keeps the per-step loss noise (uniform timesteps) small: last/first ratio 0.58-0.70 over seeds 0-3.

@@ -108,39 +108,10 @@ def search_pass(src, tgt, conf, n_guide, r, stride, cy, cx, index, ny, nx, cost,
 
 
 @njit(cache=True)
-def vote(style, r, fy, fx, index, ny, nx, weight, out, tgt, n_guide, s_scale, conf, trust):
-    """Wexler et al.'s vote: out[i] = weighted mean, over the searched patches covering pixel (fy[i], fx[i]), of the
-    style pixel each one maps it to. Gathered per pixel (not scattered per patch) so only pixels to fill are visited.
-    The vote becomes the estimate E (tgt's style channels), weighted by `trust` in D from now on (conf)."""
-    ht, wt = index.shape[0], index.shape[1]
-    for i in range(fy.shape[0]):
-        y, x = fy[i], fx[i]
-        a0, a1, a2, n = 0.0, 0.0, 0.0, 0.0
-        for dy in range(-r, r + 1):
-            if y + dy < 0 or y + dy >= ht:
-                continue
-            for dx in range(-r, r + 1):
-                if x + dx < 0 or x + dx >= wt or index[y + dy, x + dx] < 0:
-                    continue
-                j = index[y + dy, x + dx]
-                sy, sx = ny[j] - dy, nx[j] - dx  # the pixel sits at (-dy, -dx) in the patch centred at (y+dy, x+dx)
-                wj = float(weight[j])
-                a0 += wj * float(style[sy, sx, 0])
-                a1 += wj * float(style[sy, sx, 1])
-                a2 += wj * float(style[sy, sx, 2])
-                n += wj
-        out[i, 0] = a0 / n
-        out[i, 1] = a1 / n
-        out[i, 2] = a2 / n
-        for c in range(3):
-            tgt[y, x, n_guide + c] = out[i, c] * s_scale
-        conf[y, x] = trust[i]
-
-
-@njit(cache=True)
 def gather(values, r, fy, fx, index, ny, nx, weight, out):
-    """`vote` for any number of channels and nothing else: out[i] = weighted mean, over the searched patches covering
-    pixel (fy[i], fx[i]), of values (h, w, C) at the pixel each one maps it to (the appearance model's base and gain)."""
+    """out[i] = weighted mean, over the searched patches covering pixel (fy[i], fx[i]), of values (h, w, C) at the
+    pixel each one maps it to. Gathered per pixel (not scattered per patch) so only pixels to fill are visited. `vote`
+    gathers the style; the appearance model's base and gain are gathered with the same field and weights."""
     ht, wt = index.shape[0], index.shape[1]
     nc = values.shape[2]
     acc = np.zeros(nc, np.float64)
@@ -155,13 +126,25 @@ def gather(values, r, fy, fx, index, ny, nx, weight, out):
                 if x + dx < 0 or x + dx >= wt or index[y + dy, x + dx] < 0:
                     continue
                 j = index[y + dy, x + dx]
-                sy, sx = ny[j] - dy, nx[j] - dx
+                sy, sx = ny[j] - dy, nx[j] - dx  # the pixel sits at (-dy, -dx) in the patch centred at (y+dy, x+dx)
                 wj = float(weight[j])
                 for c in range(nc):
                     acc[c] += wj * float(values[sy, sx, c])
                 n += wj
         for c in range(nc):
             out[i, c] = acc[c] / n
+
+
+@njit(cache=True)
+def vote(style, r, fy, fx, index, ny, nx, weight, out, tgt, n_guide, s_scale, conf, trust):
+    """Wexler et al.'s vote: out[i] = weighted mean of the style pixels the patches covering pixel i map it to
+    (`gather`). The vote becomes the estimate E (tgt's style channels), weighted by `trust` in D from now on (conf)."""
+    gather(style, r, fy, fx, index, ny, nx, weight, out)
+    for i in range(fy.shape[0]):
+        y, x = fy[i], fx[i]
+        for c in range(3):
+            tgt[y, x, n_guide + c] = out[i, c] * s_scale
+        conf[y, x] = trust[i]
 
 
 @njit(cache=True)
