@@ -173,12 +173,15 @@ def _compose_appearance(lv: "_Level", ny, nx, cost, appearance) -> np.ndarray:
     """(F, 3) float32 base + gain . colours at the pixels to fill, base and gain voted like the style (same field,
     same weights); the mean of the gains times the pixel's own colour equals the mean of each patch's prediction."""
     base, gain, colours = appearance
-    values = np.ascontiguousarray(np.concatenate([base, gain], axis=2), np.float32)  # (H, W, 12)
-    voted = np.empty((len(lv.fy), values.shape[2]), np.float32)
-    K.gather(values, lv.r, lv.fy, lv.fx, lv.index, ny, nx, lv.vote_weights(cost), voted)
+    weight = lv.vote_weights(cost)
+    voted = []
+    for values in (base, gain):  # gathered apart: concatenating them would copy both whole images every frame
+        out = np.empty((len(lv.fy), values.shape[2]), np.float32)
+        K.gather(np.ascontiguousarray(values, np.float32), lv.r, lv.fy, lv.fx, lv.index, ny, nx, weight, out)
+        voted.append(out)
     c = colours[lv.fy, lv.fx].astype(np.float32)  # (F, 3)
-    g = voted[:, 3:].reshape(-1, 3, 3)  # (F, out, in)
-    return voted[:, :3] + np.einsum("fci,fi->fc", g, c)
+    g = voted[1].reshape(-1, 3, 3)  # (F, out, in)
+    return voted[0] + np.einsum("fci,fi->fc", g, c)
 
 
 def _pyramid(style, src, tgt, fill, num_levels):
