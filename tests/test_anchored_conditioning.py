@@ -169,6 +169,32 @@ def test_keyframe_warp_gives_the_same_frames_in_any_order():
     assert fresh[5][1][8:-8, 8:-8].all() and error.mean() < 0.5 and error.max() <= 3
 
 
+def test_hybrid_with_an_anchored_model_walks_each_map_once(monkeypatch):
+    """`hybrid` warps the keyframe for its fusion and an anchored PropDPM warps it for its conditioning: the sampling
+    loop reuses the fusion's maps (two chains, keyframe in the middle), and the frames are those of separate walks."""
+    from fixtures import panning_clip
+
+    from magicprop.propagation import PROPAGATORS, PropagationRequest, PropagationSettings
+    from magicprop.propagation import anchored_maps, fusion, learned
+
+    models = get_dummy_propagation_models(use_anchored_reference=True)
+    video = panning_clip(7, 32, (1, 2))
+    depth = np.linspace(0, 1, 7 * 32 * 32, dtype=np.float32).reshape(7, 32, 32)
+    run = lambda propagator=PROPAGATORS["hybrid"]: np.stack(list(propagator(PropagationRequest(  # noqa: E731
+        source=video, keyframes={3: video[3][..., ::-1].copy()}, depth=depth, models=models,
+        settings=PropagationSettings(num_inference_steps=2, seed=1), progress=False))))  # fmt: skip
+    walked = []
+    advance = anchored_maps.AnchoredChain.advance
+    monkeypatch.setattr(anchored_maps.AnchoredChain, "advance", lambda self: walked.append(self.index) or advance(self))
+    shared = run()
+    assert len(walked) == 6  # one walk of 3 frames per direction, shared by conditioning and fusion
+
+    # a fusion over a copy of the source is not the loop's video: sampling walks its own maps
+    walked.clear()
+    separate = run(learned.HybridPropagator(lambda r: fusion.AnchoredFusion(r.source.copy(), r.keyframe, r.keyframe_index)))
+    assert len(walked) == 12 and np.array_equal(shared, separate)
+
+
 def test_triplets_with_pp_keep_the_old_draws_without_it():
     from magicprop.training.data import choose_triplet
 

@@ -26,7 +26,8 @@ class KeyframeWarp:
     `AnchoredChain` per direction walked from the keyframe. A chain only walks forward, so a run resumed at frame t
     replays its chain up to t (the maps are deterministic: the result is the uninterrupted run's); asking for a frame
     the chain has passed starts that direction again. With `keep=True` every frame walked past is remembered (the
-    training data asks for frames in any order, and a 64x64 frame costs 16 kB); without it memory stays flat.
+    training data asks for frames in any order, and a 64x64 frame costs 16 kB); without it memory stays flat (the last
+    frame of each direction is kept).
     """
 
     def __init__(self, video: np.ndarray, keyframe: np.ndarray, keyframe_index: int, settings: MapSettings = MapSettings(),
@@ -52,8 +53,10 @@ class KeyframeWarp:
         while chain.index != t:
             frame = chain.advance()
             if self.keep or frame.index == t:
-                if not self.keep:
-                    self.kept.clear()
+                if not self.keep:  # forget this direction's last frame; the other direction's stays (two chains
+                    # of one sampling step ask for both, then the `hybrid` fusion asks again)
+                    for f in [f for f in self.kept if (f - self.k) * step > 0]:
+                        del self.kept[f]
                 warped = render_keyframe(self.keyframe, frame.map, INTERPOLATIONS["lanczos"], model=self.model,
                                          frame=self.video[frame.index])  # fmt: skip
                 self.kept[frame.index] = (warped, frame.valid)

@@ -172,7 +172,11 @@ def propagate_latents(
     # 4. Propagate, both chains in one batch
     scheduler = scheduler_from_config(models.scheduler_config, settings.scheduler)
     # the keyframe carried along each direction's anchored maps; a resumed run replays the chains to its first frame
-    keyframe_warp = KeyframeWarp(video, keyframe, k) if anchored else None
+    keyframe_warp = None
+    if anchored:  # the `hybrid` fusion warps the same keyframe through the same maps: walk them once for both
+        shared = getattr(fusion, "keyframe_warp", None)
+        same = isinstance(shared, KeyframeWarp) and shared.video is video and shared.keyframe is keyframe and shared.k == k
+        keyframe_warp = shared if same else KeyframeWarp(video, keyframe, k)
     # closed also when a step fails (disk full, a cancelling callback): the error line then starts on a line of its own
     finished = sum(1 for s in where.values() if s <= done)  # counted here: a disabled tqdm bar does not count
     bar = tqdm(total=num_frames - 1, initial=finished, desc="propagating", unit="frame", disable=not progress)
