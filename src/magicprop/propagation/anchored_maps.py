@@ -14,6 +14,7 @@ Conventions: a map is (H, W, 2) float32 of absolute keyframe coordinates, channe
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterator
@@ -210,6 +211,47 @@ def frame_flow(a: np.ndarray, b: np.ndarray, preset: str) -> np.ndarray:
     return _dis(cv2.DISOpticalFlow_create(PRESETS[preset]), grey(a), grey(b))
 
 
+# One worker for every chain: the frame-to-frame flows depend on the source alone, so the next step's two DIS runs (each
+# on one core: OpenCV's DIS barely uses a second thread, and it releases the GIL) overlap the correction, the warp and
+# the fill of the current frame on the main thread. One worker, not more: the main thread keeps the other core busy.
+_FLOW_WORKER: ThreadPoolExecutor | None = None
+
+
+def _worker() -> ThreadPoolExecutor:
+    global _FLOW_WORKER
+    if _FLOW_WORKER is None:
+        _FLOW_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="magicprop-flow")
+    return _FLOW_WORKER
+
+
+def flow_pair(a: np.ndarray, b: np.ndarray, preset: str) -> tuple[np.ndarray, np.ndarray]:
+    """(flow a -> b, flow b -> a) of two uint8 RGB frames, the pair the forward-backward check needs."""
+    return frame_flow(a, b, preset), frame_flow(b, a, preset)
+
+
+class FlowPrefetch:
+    """A chain's frame-to-frame source flows, each step's pair computed on the worker thread one step ahead.
+
+    `get(t)` returns (flow t -> t - step, flow t - step -> t) and starts the pair of the step after it; results are
+    the same numbers as computing them in place (DIS is deterministic), so prefetching never changes a frame."""
+
+    def __init__(self, source: np.ndarray, step: int, preset: str):
+        self.source, self.step, self.preset = source, step, preset
+        self.pending: dict[int, Future] = {}
+
+    def _submit(self, t: int) -> None:
+        if 0 <= t - self.step < len(self.source) and 0 <= t < len(self.source) and t not in self.pending:
+            self.pending[t] = _worker().submit(flow_pair, self.source[t], self.source[t - self.step], self.preset)
+
+    def get(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        self._submit(t)
+        future = self.pending.pop(t)
+        for stale in [i for i in self.pending if i != t + self.step]:  # a chain restarted elsewhere: drop the rest
+            self.pending.pop(stale).cancel()
+        self._submit(t + self.step)
+        return future.result()
+
+
 def correction_flow(frame_grey: np.ndarray, warped_grey: np.ndarray, refinement: int) -> np.ndarray:
     """Flow from source frame t to the warped source keyframe, measured at full resolution (DIS, finest scale 0)."""
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)  # fresh: DIS instances keep state between calls
@@ -270,6 +312,7 @@ class AnchoredChain:
             h, w = source.shape[1:3]
             state = (keyframe_index, identity_map(h, w).copy(), np.zeros((h, w), bool))
         self.index, self.map, self.unreliable = state
+        self.flows = FlowPrefetch(source, step, settings.frame_flow)
 
     def state(self) -> dict[str, np.ndarray]:
         return {"map": self.map, "unreliable": self.unreliable.astype(np.uint8)}
@@ -282,8 +325,8 @@ class AnchoredChain:
         """The next frame's map, corrected against the source, and its validity."""
         # 1. Frame-to-frame flow of the source, and where it can be trusted (forward-backward check, inside the frame)
         p, t, s = self.index, self.index + self.step, self.settings
-        src_p, src_t = self.source[p], self.source[t]
-        flow_tp, flow_pt = frame_flow(src_t, src_p, s.frame_flow), frame_flow(src_p, src_t, s.frame_flow)
+        src_t = self.source[t]
+        flow_tp, flow_pt = self.flows.get(t)
         occluded, outside, carried = flow_checks(flow_tp, flow_pt, self.unreliable)
         flow_ok = ~(occluded | outside)
 
