@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -224,6 +225,42 @@ def test_fill_is_pluggable_and_patch_synthesis_gets_guides(pan):
     np.testing.assert_allclose(s[..., 4:6], t[..., 4:6])  # an identity map: the positional guides agree
     np.testing.assert_allclose(s[..., 6:], truth[0] / 255, atol=1e-6)  # the temporal guide of the keyframe: the style
     assert s[..., 4:6].min() == 0 and s[..., 4:6].max() == 1
+
+
+def test_prefetched_flows_are_the_flows_computed_in_place(pan):
+    source, _ = pan
+    for step in (1, -1):
+        flows = anchored_maps.FlowPrefetch(source, step, "medium")
+        order = [4, 4 + step, 4 + 2 * step, 2, 2 + step]  # a restart at frame 2 drops what was prefetched for 7 / 1
+        for t in order:
+            got = flows.get(t)
+            want = anchored_maps.flow_pair(source[t], source[t - step], "medium")
+            for a, b in zip(got, want):
+                np.testing.assert_array_equal(a, b)
+        assert set(flows.pending) <= {order[-1] + step}  # only the next step is in flight
+    last = anchored_maps.FlowPrefetch(source, 1, "medium")
+    last.get(len(source) - 1)
+    assert not last.pending  # nothing past the clip's end is started
+
+
+def test_per_keyframe_constants_are_built_once_and_two_keyframes_kept(pan, monkeypatch):
+    from magicprop.propagation import anchored_fill
+
+    cache, built = anchored_fill.KeyframeCache(), []
+    for k in (0, 0, 4, 0, 4, 8, 8, 4):
+        cache.get("x", k, lambda k=k: built.append(k) or k)
+    assert built == [0, 4, 8] and sorted({k for _, k in cache.entries}) == [4, 8]  # the third evicted the first
+    source, truth = pan
+    guides = []
+    original = anchored_fill.keyframe_guide
+    monkeypatch.setattr(anchored_fill, "keyframe_guide", lambda *a: guides.append(1) or original(*a))
+    request = PropagationRequest(source=source, keyframes={0: truth[0], 8: other_edit(source)[8]}, progress=False)
+    cached = list(AnchoredFlowPropagator(fill="patches")(request))
+    assert 1 <= len(guides) <= 2  # once per keyframe whose pixels were filled, not once per frame
+    uncached = anchored_fill.PatchFill()
+    plain = AnchoredFlowPropagator(fill=lambda r: uncached(replace(r, keyframe_cache=None)))
+    for a, b in zip(cached, plain(request)):  # caching changes no pixel
+        np.testing.assert_array_equal(a, b)
 
 
 # --------------------------------------------------------------------------------------------------------------------

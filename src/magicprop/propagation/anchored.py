@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from .anchored_fill import Carry, ColourTransfer, FillFunction, FillRequest, PatchFill, colour_fill, fallback_estimate
+from .anchored_fill import (Carry, ColourTransfer, FillFunction, FillRequest, KeyframeCache, PatchFill, colour_fill,
+                            fallback_estimate)
 from .anchored_maps import AnchoredChain, AnchoredFrame, MapSettings
 from .appearance import AppearanceSettings, LocalAffine, render_keyframe
 from .base import PropagationRequest, Propagator
@@ -141,28 +142,19 @@ class _Run:
         self.total = request.num_frames - len(request.keyframes)
         self.done = 0
         self.bar = tqdm(total=self.total, desc="anchored flow", unit="frame", disable=not request.progress)
-        self.colours: dict[int, ColourTransfer] = {}
-        self.models: dict[int, LocalAffine] = {}
+        self.cache = KeyframeCache()  # per-keyframe constants: colour transfer, appearance model, the fill's guide
         self.needs_map = getattr(propagator.fill, "needs_map", propagator.fill is not colour_fill)
 
     def colour(self, k: int) -> ColourTransfer:
-        """Keyframe k's colour transfer, learnt once; only one pair of keyframes is ever in use, so two are kept."""
-        if k not in self.colours:
-            if len(self.colours) >= 2:
-                del self.colours[min(self.colours)]
-            self.colours[k] = ColourTransfer(self.request.source[k], self.request.keyframes[k])
-        return self.colours[k]
+        """Keyframe k's colour transfer, learnt once."""
+        return self.cache.get("colour", k, lambda: ColourTransfer(self.request.source[k], self.request.keyframes[k]))
 
     def model(self, k: int) -> LocalAffine | None:
-        """Keyframe k's local affine model (None when the settings turn it off), fitted once, two kept as above."""
+        """Keyframe k's local affine model (None when the settings turn it off), fitted once."""
         if not self.p.settings.appearance:
             return None
-        if k not in self.models:
-            if len(self.models) >= 2:
-                del self.models[min(self.models)]
-            self.models[k] = LocalAffine(self.request.source[k], self.request.keyframes[k],
-                                         self.p.settings.appearance_settings)  # fmt: skip
-        return self.models[k]
+        return self.cache.get("appearance", k, lambda: LocalAffine(self.request.source[k], self.request.keyframes[k],
+                                                                   self.p.settings.appearance_settings))  # fmt: skip
 
     def finished(self, count: int = 1) -> None:
         """`count` more frames are done: the bar and the callback (frames done, frames to do; keyframes excluded)."""
@@ -274,7 +266,7 @@ class _Run:
         if self.p.fill is colour_fill:
             return estimate
         request = FillRequest(t, source[t], ~valid, estimate, self.request.keyframes[k], source[k], map_, carry.full(),
-                              self.model(k))  # fmt: skip
+                              self.model(k), keyframe=k, keyframe_cache=self.cache)  # fmt: skip
         return self.p.fill(request)
 
 

@@ -35,9 +35,29 @@ class FillRequest:
     map: np.ndarray | None  # (H, W, 2) float32: frame t's map into that keyframe (None where the fill does not need it)
     carried: np.ndarray  # the previous output carried to frame t along the source's flow
     appearance: "LocalAffine | None" = None  # the keyframe pair's local affine model (`appearance`), when in use
+    keyframe: int = 0  # the frame index of `style`
+    # per-keyframe constants a fill function may keep for the length of one render (None: keep nothing)
+    keyframe_cache: "KeyframeCache | None" = None
 
 
 FillFunction = Callable[[FillRequest], np.ndarray]
+
+
+class KeyframeCache:
+    """What a render computes once per keyframe (its colour transfer, its appearance model, the fill's keyframe
+    guide), by (name, keyframe). A frame only ever reads the two keyframes around it and keyframes are visited in
+    order, so entries of a third keyframe evict those of the earliest one: memory stays that of two keyframes."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, int], object] = {}
+
+    def get(self, name: str, k: int, build: Callable[[], object]):
+        if (name, k) not in self.entries:
+            keyframes = sorted({key for _, key in self.entries} | {k})
+            if len(keyframes) > 2:
+                self.entries = {key: v for key, v in self.entries.items() if key[1] != keyframes[0]}
+            self.entries[name, k] = build()
+        return self.entries[name, k]
 
 
 def colour_fill(request: FillRequest) -> np.ndarray:
@@ -64,8 +84,12 @@ class PatchFill:
         return f"patches:{where}:{self.patch_size}:{self.weights}"
 
     def __call__(self, request: FillRequest) -> np.ndarray:
-        source_guide, target_guide, weights = patch_guides(request.source_keyframe, request.source_frame, request.map,
-                                                           request.style, request.carried, self.weights)  # fmt: skip
+        # the keyframe's side is the same for every frame of a render: built once per keyframe (~10 ms at 512x512)
+        cache = request.keyframe_cache if request.keyframe_cache is not None else KeyframeCache()
+        source_guide = cache.get("patch-guide", request.keyframe,
+                                 lambda: keyframe_guide(request.source_keyframe, request.style))  # fmt: skip
+        target_guide = frame_guide(request.source_frame, request.map, request.carried)
+        weights = guide_channel_weights(self.weights)
         extra = {}
         if request.appearance is not None:  # patches bring the edit's response to colour, not the keyframe's colours
             extra["appearance"] = (request.appearance.base, request.appearance.gain, request.source_frame)
@@ -91,21 +115,41 @@ class GuideWeights:
 def patch_guides(source_keyframe: np.ndarray, source_frame: np.ndarray, map_t: np.ndarray, style: np.ndarray,
                  carried: np.ndarray, weights: GuideWeights = GuideWeights()
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """(source_guide, target_guide, guide_weights): (H, W, 9) float32 guides of the keyframe and of frame t, in [0, 1]
-    (position may leave it where the map leaves the keyframe), and the 9 channel weights for `patches.synthesize`.
+    """(source_guide, target_guide, guide_weights): (H, W, 9) float32 guides of the keyframe (`keyframe_guide`) and of
+    frame t (`frame_guide`), in [0, 1] (position may leave it where the map leaves the keyframe), and the 9 channel
+    weights for `patches.synthesize` (`guide_channel_weights`).
 
     Channels: colour (3), edges (1), position (2: x / (W - 1), y / (H - 1)), temporal (3).
     """
+    return (keyframe_guide(source_keyframe, style), frame_guide(source_frame, map_t, carried),
+            guide_channel_weights(weights))  # fmt: skip
+
+
+def keyframe_guide(source_keyframe: np.ndarray, style: np.ndarray) -> np.ndarray:
+    """(H, W, 9) float32: the keyframe's side of `patch_guides` (its source colours and edges, the identity grid, the
+    style), the same for every frame propagated from it."""
+    h, w = source_keyframe.shape[:2]
+    return np.concatenate([source_keyframe / np.float32(255), _edges(source_keyframe)[..., None],
+                           identity_map(h, w) / _grid_scale(h, w), style / np.float32(255)], axis=2)  # fmt: skip
+
+
+def frame_guide(source_frame: np.ndarray, map_t: np.ndarray, carried: np.ndarray) -> np.ndarray:
+    """(H, W, 9) float32: frame t's side of `patch_guides` (its source colours and edges, its anchored map, the
+    previous output carried to it)."""
     h, w = source_frame.shape[:2]
-    scale = np.array([max(w - 1, 1), max(h - 1, 1)], np.float32)
-    source_guide = np.concatenate([source_keyframe / np.float32(255), _edges(source_keyframe)[..., None],
-                                   identity_map(h, w) / scale, style / np.float32(255)], axis=2)  # fmt: skip
-    target_guide = np.concatenate([source_frame / np.float32(255), _edges(source_frame)[..., None],
-                                   map_t / scale, carried / np.float32(255)], axis=2)  # fmt: skip
+    return np.concatenate([source_frame / np.float32(255), _edges(source_frame)[..., None],
+                           map_t / _grid_scale(h, w), carried / np.float32(255)], axis=2)  # fmt: skip
+
+
+def guide_channel_weights(weights: GuideWeights) -> np.ndarray:
+    """(9,) float32: each group's weight spread over its channels, all summing to 1."""
     groups = [(weights.colour, 3), (weights.edges, 1), (weights.position, 2), (weights.temporal, 3)]
     total = sum(g for g, _ in groups) or 1.0
-    channel_weights = np.concatenate([np.full(n, g / total / n, np.float32) for g, n in groups])
-    return source_guide.astype(np.float32), target_guide.astype(np.float32), channel_weights
+    return np.concatenate([np.full(n, g / total / n, np.float32) for g, n in groups])
+
+
+def _grid_scale(h: int, w: int) -> np.ndarray:
+    return np.array([max(w - 1, 1), max(h - 1, 1)], np.float32)
 
 
 def _edges(image: np.ndarray) -> np.ndarray:
