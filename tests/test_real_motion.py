@@ -112,6 +112,12 @@ def test_benchmark_rows_score_what_each_method_returns(bench, tmp_path, capsys):
     copy = [r for r in result["rows"] if r["method"] == "copy"]
     assert result["summary"]["copy"]["all"]["psnr"] == pytest.approx(np.mean([r["psnr"] for r in copy]))
     assert result["summary"]["copy"]["stylisation"]["cases"] == 1
+    # the headline group leaves the pointwise edit (a colour map: lut's by construction) out
+    cartoon = {r["method"]: r for r in result["rows"] if r["edit"] == "cartoon"}
+    assert result["summary"]["copy"]["propagation"]["psnr"] == pytest.approx(cartoon["copy"]["psnr"])
+    if "lut" in cartoon:
+        assert result["summary"]["copy"]["propagation"]["beats_lut"] == int(cartoon["copy"]["psnr"] > cartoon["lut"]["psnr"])
+        assert "beats_lut" not in result["summary"]["lut"]["all"]
     assert "| copy | pointwise | 1 |" in (tmp_path / "bench" / "real.md").read_text()
     assert (tmp_path / "bench" / "real-drift.png").is_file() and (tmp_path / "bench" / "real-bars.png").is_file()
 
