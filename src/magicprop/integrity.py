@@ -66,11 +66,18 @@ def write_piece(path: Path, tensors: dict[str, torch.Tensor | np.ndarray]) -> No
 
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v.contiguous()
                for k, v in tensors.items()}  # fmt: skip
-    bare = save_bytes(tensors)
-    data = memoryview(bare)[8 + int.from_bytes(bare[:8], "little") :]
-    full = save_bytes(tensors, metadata={"size": str(len(data)), "blake2b": digest(data)})
-    # the data section does not depend on the metadata (offsets count from the end of the header): same bytes again
-    assert full[len(full) - len(data) :] == data, "safetensors laid the data out differently with metadata"
+    # One serialisation: the data section's size is known beforehand (the tensors' bytes, unpadded), and the digest,
+    # of fixed width, is written over a placeholder in the header once the data section is there to hash.
+    size = sum(t.numel() * t.element_size() for t in tensors.values())
+    placeholder = "0" * 32
+    full = bytearray(save_bytes(tensors, metadata={"size": str(size), "blake2b": placeholder}))
+    start = 8 + int.from_bytes(full[:8], "little")
+    quoted = f'"{placeholder}"'.encode()
+    at = full.find(quoted, 8, start)
+    if len(full) - start != size or at < 0 or full.find(quoted, at + 1, start) >= 0:
+        raise RuntimeError(f"safetensors laid out {path.name} unlike its format: {len(full) - start} data bytes of {size}")
+    with memoryview(full) as view:
+        full[at + 1 : at + 33] = digest(view[start:]).encode()
     atomic_write_bytes(path, full)
 
 
