@@ -77,6 +77,7 @@ def main() -> None:
     results["anchored_cubic_s_per_frame"] = seconds_per_frame(anchored(interpolation="cubic"), n, 1)
     # the plain warp, without the keyframe pair's appearance model (`propagation.appearance`): what the model costs
     results["anchored_no_appearance_s_per_frame"] = seconds_per_frame(anchored(appearance=False), n, args.repeats)
+    results["anchored_no_refinement_s_per_frame"] = seconds_per_frame(anchored(correction_refinement=0), n, args.repeats)
     fastest = anchored(frame_flow="fast", correction_refinement=0)  # the cheap settings, for a busy machine
     results["anchored_fast_flow_no_refinement_s_per_frame"] = seconds_per_frame(fastest, n, 1)
     for key, value in results.items():

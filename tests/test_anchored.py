@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import time
 import tracemalloc
 from dataclasses import replace
 
@@ -241,6 +242,31 @@ def test_prefetched_flows_are_the_flows_computed_in_place(pan):
     last = anchored_maps.FlowPrefetch(source, 1, "medium")
     last.get(len(source) - 1)
     assert not last.pending  # nothing past the clip's end is started
+
+
+def test_walking_ahead_gives_the_frames_and_states_of_advancing_in_place(pan):
+    source, _ = pan
+    for k, step, stop in ((2, 1, 7), (6, -1, 0)):
+        walked = anchored_maps.AnchoredChain(source, k, step)
+        in_place = anchored_maps.AnchoredChain(source, k, step)
+        seen = []
+        for frame, state in walked.walk(stop):
+            want = in_place.advance()
+            assert frame.index == want.index
+            np.testing.assert_array_equal(frame.map, want.map)
+            np.testing.assert_array_equal(frame.valid, want.valid)
+            for key, value in in_place.state().items():  # the state of *this* frame, though the chain walked on
+                np.testing.assert_array_equal(state[key], value)
+            seen.append(frame.index)
+        assert seen == list(range(k + step, stop + step, step)) and walked.index == stop
+    chain = anchored_maps.AnchoredChain(source, 0, 1)
+    for frame, _ in chain.walk(6):  # a caller that stops early leaves no step running behind it
+        break
+    assert chain.index in (1, 2)
+    index = chain.index
+    time.sleep(0.2)
+    assert chain.index == index
+    assert list(anchored_maps.AnchoredChain(source, 3, 1).walk(3)) == []
 
 
 def test_per_keyframe_constants_are_built_once_and_two_keyframes_kept(pan, monkeypatch):

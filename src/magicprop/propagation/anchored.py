@@ -192,10 +192,9 @@ class _Run:
         chain, previous = self.chain(self.store, "lead", k, -1)
         if chain.index < k:  # resumed: those frames are done
             self.finished(k - chain.index)
-        while chain.index > 0:
-            frame = chain.advance()
+        for frame, state in chain.walk(0):
             previous = self.finish(frame, self.render(k, frame), frame.valid, previous, k, None, 0.0, frame.map)
-            self.save(self.store, "lead", chain, frame.index, previous)
+            self.save(self.store, "lead", state, frame.index, previous)
             self.finished()
         for t in range(k):
             yield self.store.load(t)
@@ -217,8 +216,7 @@ class _Run:
 
     def _forward(self, chain: AnchoredChain, previous: np.ndarray, a: int, b: int, name: str,
                  between: FrameStore | None) -> Iterator[np.ndarray]:  # fmt: skip
-        while chain.index < b - 1:
-            frame = chain.advance()
+        for frame, state in chain.walk(b - 1):
             t, rendered, valid = frame.index, self.render(a, frame), frame.valid
             k, alpha, map_ = a, 0.0, frame.map
             if between is not None:
@@ -230,7 +228,7 @@ class _Run:
                     k, map_ = b, between.load_state(f"map-{t:05d}")[1]["map"] if self.needs_map else None
             pair = (a, b) if between is not None else None
             previous = self.finish(frame, rendered, valid, previous, k, pair, alpha, map_)
-            self.save(self.store, name, chain, t, previous)
+            self.save(self.store, name, state, t, previous)
             self.finished()
             yield previous
 
@@ -240,19 +238,19 @@ class _Run:
         sub = FrameStore(self.store.work_dir / f"between-{a:05d}-{b:05d}", self.p.fingerprint(self.request),
                          self.request.resume)  # fmt: skip
         chain, _ = self.chain(sub, "backward", b, -1)
-        while chain.index > a + 1:
-            frame = chain.advance()
+        for frame, state in chain.walk(a + 1):
             packed = np.concatenate([self.render(b, frame), frame.valid[..., None].astype(np.uint8) * 255], axis=2)
             sub.save(frame.index, packed)
             if self.needs_map:
                 sub.save_state(f"map-{frame.index:05d}", frame.index, {"map": frame.map})
-            sub.save_state("backward", frame.index, chain.state())
+            sub.save_state("backward", frame.index, state)
         return sub
 
-    def save(self, store: FrameStore, name: str, chain: AnchoredChain, t: int, output: np.ndarray) -> None:
-        """The finished frame first, then the state that follows it: a kill between the two only redoes this frame."""
+    def save(self, store: FrameStore, name: str, state: dict[str, np.ndarray], t: int, output: np.ndarray) -> None:
+        """The finished frame first, then the chain's state right after it (`AnchoredChain.walk`): a kill between the
+        two only redoes this frame."""
         store.save(t, output)
-        store.save_state(name, t, {**chain.state(), "previous": output})
+        store.save_state(name, t, {**state, "previous": output})
 
     def finish(self, frame: AnchoredFrame, rendered: np.ndarray, valid: np.ndarray, previous: np.ndarray, k: int,
                pair: tuple[int, int] | None, alpha: float, map_: np.ndarray | None) -> np.ndarray:  # fmt: skip

@@ -157,7 +157,7 @@ def sample_points(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarr
     return out.reshape(rows * 1024, -1)[:n].astype(np.float32)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _bilerp(a, y0, x0, fy, fx):  # pragma: no cover - compiled
     """a (H, W) at (y0 + fy, x0 + fx), bilinear, 0 <= fy, fx <= 1 and the 2x2 block inside a."""
     top = a[y0, x0] + fx * (a[y0, x0 + 1] - a[y0, x0])
@@ -165,7 +165,7 @@ def _bilerp(a, y0, x0, fy, fx):  # pragma: no cover - compiled
     return top + fy * (bottom - top)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _flow_checks(flow_tp, flow_pt, unreliable, alpha1, alpha2):  # pragma: no cover - compiled
     """Per pixel of frame t, in one pass: the forward-backward check of `motion.flow.occlusion_mask` (Sundaram et al.
     2010, Eq. 5: |w + w_hat|^2 > alpha1 (|w|^2 + |w_hat|^2) + alpha2, w_hat = flow_pt bilinear at x + w), whether x + w
@@ -222,6 +222,19 @@ def _worker() -> ThreadPoolExecutor:
     if _FLOW_WORKER is None:
         _FLOW_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="magicprop-flow")
     return _FLOW_WORKER
+
+
+# A second worker walks the chains one frame ahead of the renderer (`AnchoredChain.walk`): the map of frame t + 1 (its
+# correction DIS, the checks) is measured while the main thread renders, fills and saves frame t. Not the flow worker:
+# a step waits on that worker's flows, and one thread waiting on itself would never return.
+_MAP_WORKER: ThreadPoolExecutor | None = None
+
+
+def _map_worker() -> ThreadPoolExecutor:
+    global _MAP_WORKER
+    if _MAP_WORKER is None:
+        _MAP_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="magicprop-maps")
+    return _MAP_WORKER
 
 
 def flow_pair(a: np.ndarray, b: np.ndarray, preset: str) -> tuple[np.ndarray, np.ndarray]:
@@ -320,6 +333,29 @@ class AnchoredChain:
     @classmethod
     def from_state(cls, source, keyframe_index, step, settings, index, arrays) -> "AnchoredChain":
         return cls(source, keyframe_index, step, settings, (index, arrays["map"], arrays["unreliable"].astype(bool)))
+
+    def walk(self, stop: int) -> Iterator[tuple[AnchoredFrame, dict[str, np.ndarray]]]:
+        """(frame, the chain's state right after it) for every frame up to and including `stop`, each advanced on the
+        map worker one frame ahead of the caller, so the caller's work on a frame overlaps the next frame's map. The
+        frames are those `advance` gives in place (the chain's work depends on the source alone), and the state is the
+        one to save with that frame: by the time the caller has it, the chain itself may already be a frame further."""
+        remaining = (stop - self.index) * self.step
+        if remaining <= 0:
+            return
+
+        def step() -> tuple[AnchoredFrame, dict[str, np.ndarray]]:
+            frame = self.advance()
+            return frame, self.state()  # new arrays every step (advance replaces, never writes into, map and mask)
+
+        future = _map_worker().submit(step)
+        try:
+            for i in range(remaining):
+                result = future.result()
+                future = _map_worker().submit(step) if i + 1 < remaining else None
+                yield result
+        finally:  # the caller stopped early (an error, a cancelled job): let no step run on behind its back
+            if future is not None and not future.cancel():
+                future.exception()
 
     def advance(self) -> AnchoredFrame:
         """The next frame's map, corrected against the source, and its validity."""

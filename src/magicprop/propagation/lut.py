@@ -109,7 +109,7 @@ def _moments(colours: np.ndarray, count: np.ndarray, edit_sum: np.ndarray, bins:
     return moments
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _accumulate(colours, count, edit_sum, bins, moments):
     """Add each colour's moments to the 8 nodes around it (a numba loop: numpy bincounts took seconds a keyframe)."""
     scale, spacing = (bins - 1) / 255.0, 255.0 / (bins - 1)
@@ -142,7 +142,7 @@ def _accumulate(colours, count, edit_sum, bins, moments):
                     m[13 + 3 * a + e] += weight * d[a] * edit_sum[i, e]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _apply(lut, pixels, out):
     """out[i] = lut trilinearly interpolated at the uint8 colour pixels[i], rounded to uint8."""
     bins = lut.shape[0]

@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def hash32(x):
     """A 32-bit integer mixer (xor-shift-multiply rounds; multipliers below 2^31 so no product leaves int64)."""
     x = x & 0xFFFFFFFF
@@ -28,7 +28,7 @@ def hash32(x):
     return x
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def xorshift(x):
     """Marsaglia's xorshift32 step (the state must not be 0)."""
     x ^= (x << 13) & 0xFFFFFFFF
@@ -37,7 +37,7 @@ def xorshift(x):
     return x
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def patch_cost(src, tgt, conf, n_guide, sy, sx, ty, tx, r, limit):
     """D between the source patch centred at (sy, sx) and the target patch at (ty, tx): squared feature differences,
     the style channels (after the n_guide guide channels) weighted by the target pixel's conf. Stops after a patch
@@ -60,7 +60,7 @@ def patch_cost(src, tgt, conf, n_guide, sy, sx, ty, tx, r, limit):
     return d
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def search_pass(src, tgt, conf, n_guide, r, stride, cy, cx, index, ny, nx, cost, reverse, radius, state):
     """One PatchMatch sweep (Barnes et al. 2009) over the centres, in scanline order or reversed: D of the current match
     (the estimate changed since the last sweep), propagation from the two neighbours already visited (`stride` pixels
@@ -107,7 +107,7 @@ def search_pass(src, tgt, conf, n_guide, r, stride, cy, cx, index, ny, nx, cost,
         ny[k], nx[k], cost[k] = by, bx, best
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def gather(values, r, fy, fx, index, ny, nx, weight, out):
     """out[i] = weighted mean, over the searched patches covering pixel (fy[i], fx[i]), of values (h, w, C) at the
     pixel each one maps it to. Gathered per pixel (not scattered per patch) so only pixels to fill are visited. `vote`
@@ -135,7 +135,7 @@ def gather(values, r, fy, fx, index, ny, nx, weight, out):
             out[i, c] = acc[c] / n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def vote(style, r, fy, fx, index, ny, nx, weight, out, tgt, n_guide, s_scale, conf, trust):
     """Wexler et al.'s vote: out[i] = weighted mean of the style pixels the patches covering pixel i map it to
     (`gather`). The vote becomes the estimate E (tgt's style channels), weighted by `trust` in D from now on (conf)."""
@@ -147,7 +147,7 @@ def vote(style, r, fy, fx, index, ny, nx, weight, out, tgt, n_guide, s_scale, co
         conf[y, x] = trust[i]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def centres(fill, r, stride, index):
     """The patch centres to search, in scanline order (propagation relies on it): the valid centres (patch inside the
     frame) on a lattice of `stride` pixels, plus the last valid row and column so that every pixel is covered, whose
@@ -180,7 +180,7 @@ def centres(fill, r, stride, index):
     return cy, cx
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def upsample_nnf(cny, cnx, cindex, stride, cy, cx, r, hs, ws, ny, nx):
     """Each centre starts from the offset (match minus position) of the nearest coarse centre within a stride of its
     parent, doubled; a centre with none keeps the match it has."""
@@ -199,7 +199,7 @@ def upsample_nnf(cny, cnx, cindex, stride, cy, cx, r, hs, ws, ny, nx):
             nx[k] = min(max(cx[k] + 2 * (cnx[bj] - bx), r), ws - 1 - r)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def confidence(fill, decay, d, out):
     """out (H, W) float32 confidence: 1 on kept pixels, decay[d] on a pixel to fill whose nearest kept pixel is d steps
     away (chessboard distance in the int64 scratch `d`, two raster passes; nothing kept: d = H + W). `decay` is a table
@@ -228,7 +228,7 @@ def confidence(fill, decay, d, out):
                 out[y, x] = 1.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def window_mean(a, cy, cx, r):
     """(N,) float32 mean of the 2-D array `a` over the (2r+1)^2 window at each centre (windows lie inside `a`)."""
     out = np.empty(cy.shape[0], np.float32)
@@ -241,7 +241,7 @@ def window_mean(a, cy, cx, r):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def stack(guide, g_scale, rgb, s_scale, out):
     """out (H, W, C + 3) float32 features: each guide channel times its scale, then RGB times s_scale."""
     h, w, c = guide.shape
@@ -253,7 +253,7 @@ def stack(guide, g_scale, rgb, s_scale, out):
                 out[y, x, c + k] = rgb[y, x, k] * s_scale
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def half(a, out):
     """2x2 box downsampling of (h, w, c) float32 into out ((h+1)//2, (w+1)//2, c); odd edges are repeated."""
     h, w, c = a.shape
@@ -265,7 +265,7 @@ def half(a, out):
                 out[y, x, k] = 0.25 * (a[y0, x0, k] + a[y1, x0, k] + a[y0, x1, k] + a[y1, x1, k])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def half_any(mask, out):
     """2x2 downsampling of a bool mask into out: a coarse pixel is set when any of its (up to) four fine pixels is."""
     h, w = mask.shape
