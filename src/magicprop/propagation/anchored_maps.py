@@ -211,30 +211,21 @@ def frame_flow(a: np.ndarray, b: np.ndarray, preset: str) -> np.ndarray:
     return _dis(cv2.DISOpticalFlow_create(PRESETS[preset]), grey(a), grey(b))
 
 
-# One worker for every chain: the frame-to-frame flows depend on the source alone, so the next step's two DIS runs (each
-# on one core: OpenCV's DIS barely uses a second thread, and it releases the GIL) overlap the correction, the warp and
-# the fill of the current frame on the main thread. One worker, not more: the main thread keeps the other core busy.
-_FLOW_WORKER: ThreadPoolExecutor | None = None
+# Two single-thread workers, started on first use and shared by every chain (`_executor`):
+# - "flow": the frame-to-frame flows depend on the source alone, so the next step's two DIS runs (each on one core:
+#   OpenCV's DIS barely uses a second thread, and it releases the GIL) overlap the correction, the warp and the fill of
+#   the current frame on the main thread.
+# - "maps": walks the chains one frame ahead of the renderer (`AnchoredChain.walk`): the map of frame t + 1 (its
+#   correction DIS, the checks) is measured while the main thread renders, fills and saves frame t. Not the flow
+#   worker: a step waits on that worker's flows, and one thread waiting on itself would never return.
+# One thread each, not more: together with the main thread they keep two cores busy.
+_WORKERS: dict[str, ThreadPoolExecutor] = {}
 
 
-def _worker() -> ThreadPoolExecutor:
-    global _FLOW_WORKER
-    if _FLOW_WORKER is None:
-        _FLOW_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="magicprop-flow")
-    return _FLOW_WORKER
-
-
-# A second worker walks the chains one frame ahead of the renderer (`AnchoredChain.walk`): the map of frame t + 1 (its
-# correction DIS, the checks) is measured while the main thread renders, fills and saves frame t. Not the flow worker:
-# a step waits on that worker's flows, and one thread waiting on itself would never return.
-_MAP_WORKER: ThreadPoolExecutor | None = None
-
-
-def _map_worker() -> ThreadPoolExecutor:
-    global _MAP_WORKER
-    if _MAP_WORKER is None:
-        _MAP_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="magicprop-maps")
-    return _MAP_WORKER
+def _executor(name: str) -> ThreadPoolExecutor:
+    if name not in _WORKERS:
+        _WORKERS[name] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"magicprop-{name}")
+    return _WORKERS[name]
 
 
 def flow_pair(a: np.ndarray, b: np.ndarray, preset: str) -> tuple[np.ndarray, np.ndarray]:
@@ -254,7 +245,7 @@ class FlowPrefetch:
 
     def _submit(self, t: int) -> None:
         if 0 <= t - self.step < len(self.source) and 0 <= t < len(self.source) and t not in self.pending:
-            self.pending[t] = _worker().submit(flow_pair, self.source[t], self.source[t - self.step], self.preset)
+            self.pending[t] = _executor("flow").submit(flow_pair, self.source[t], self.source[t - self.step], self.preset)
 
     def get(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         self._submit(t)
@@ -347,11 +338,11 @@ class AnchoredChain:
             frame = self.advance()
             return frame, self.state()  # new arrays every step (advance replaces, never writes into, map and mask)
 
-        future = _map_worker().submit(step)
+        future = _executor("maps").submit(step)
         try:
             for i in range(remaining):
                 result = future.result()
-                future = _map_worker().submit(step) if i + 1 < remaining else None
+                future = _executor("maps").submit(step) if i + 1 < remaining else None
                 yield result
         finally:  # the caller stopped early (an error, a cancelled job): let no step run on behind its back
             if future is not None and not future.cancel():
