@@ -115,6 +115,22 @@ def test_interrupted_then_resumed_matches_uninterrupted(ws, reference_run):
     assert [r.get("event") for r in read_log(out / "logs" / "train_log.jsonl") if "event" in r] == ["start", "end", "resume", "end"]
 
 
+def test_resumed_with_another_clip_cache_matches_uninterrupted(ws, reference_run):
+    """The clip cache only keeps decoded clips (and their anchored warps) in memory: a run that ran out of memory may
+    resume with a smaller one and still train the same steps (`make tiny-model` relies on it)."""
+    out = ws / "run_recached"
+    (ws / "recipe_ema_small_cache.json").write_text(json.dumps({**json.loads((ws / "recipe_ema.json").read_text()), "clip_cache": 1}))
+    assert main(train_args(ws, out, "--max-steps", "4", recipe="recipe_ema.json")) == 0
+    assert main(["train", "--data", str(ws / "clips"), "--output-dir", str(out), "--resume", "latest", "--max-steps", "8",
+                 "--recipe", str(ws / "recipe_ema_small_cache.json")]) == 0  # fmt: skip
+    assert_same_weights(final_weights(out), final_weights(reference_run))
+    assert json.loads((out / "final" / "magicprop.json").read_text())["recipe"]["clip_cache"] == 1  # it took effect
+    # a field that changes the steps is still refused, in one line
+    (ws / "recipe_other_lr.json").write_text(json.dumps({**json.loads((ws / "recipe_ema.json").read_text()), "lr": 1e-4}))
+    assert main(["train", "--data", str(ws / "clips"), "--output-dir", str(out), "--resume", "latest", "--max-steps", "9",
+                 "--recipe", str(ws / "recipe_other_lr.json")]) == 2  # fmt: skip
+
+
 def test_sigkill_after_first_checkpoint_then_resume_matches(ws, reference_run):
     out = ws / "run_killed"
     cmd = [sys.executable, "-m", "magicprop.cli", *train_args(ws, out, "--max-steps", "1000", recipe="recipe_ema.json")]

@@ -20,8 +20,8 @@ from pathlib import Path
 NAME = "train"
 HELP = "train PropDPM on videos (from SD 1.5 or from scratch) with accelerate; resumable; exports a loadable model"
 
-# Fields a resumed run may change; any other difference from the saved recipe is refused (it would be another run).
-RESUMABLE = ("max_steps", "num_workers", "log_every", "checkpoint_every", "keep_checkpoints", "pretrained", "vae",
+# Fields a resumed run may change (speed, logging, where the frozen parts come from: none changes a step); any other difference from the saved recipe is refused (it would be another run).
+RESUMABLE = ("max_steps", "num_workers", "clip_cache", "log_every", "checkpoint_every", "keep_checkpoints", "pretrained", "vae",
              "image_encoder", "depth_model")  # fmt: skip
 
 
@@ -74,6 +74,10 @@ def resolve_recipe(args: argparse.Namespace):
                 f"--resume: the recipe differs from the run's in {', '.join(changed)}; resume with the same settings "
                 "or start a new --output-dir"
             )
+        if args.recipe:  # what the file sets of the resumable fields applies (a smaller clip cache after running out of memory)
+            from ..training.recipes import read_overrides
+
+            recipe = apply_overrides(recipe, {k: v for k, v in read_overrides(args.recipe).items() if k in RESUMABLE})
     return name, apply_overrides(recipe, flags, source="command-line flags")
 
 
