@@ -20,9 +20,10 @@ from pathlib import Path
 NAME = "train"
 HELP = "train PropDPM on videos (from SD 1.5 or from scratch) with accelerate; resumable; exports a loadable model"
 
-# Fields a resumed run may change (speed, logging, where the frozen parts come from: none changes a step); any other difference from the saved recipe is refused (it would be another run).
-RESUMABLE = ("max_steps", "num_workers", "clip_cache", "log_every", "checkpoint_every", "keep_checkpoints", "pretrained", "vae",
-             "image_encoder", "depth_model")  # fmt: skip
+# Fields a resumed run may change (speed, memory, logging, where the frozen parts come from: none changes a step); any
+# other difference from the saved recipe is refused (it would be another run).
+RESUMABLE = ("max_steps", "num_workers", "clip_cache", "log_every", "checkpoint_every", "keep_checkpoints", "pretrained",
+             "vae", "image_encoder", "depth_model")  # fmt: skip
 
 
 def add_component_arguments(p: argparse.ArgumentParser, pretrained_help: str) -> None:
@@ -45,7 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="named recipe (default: sd15-256; on --resume, the run's own)")  # fmt: skip
     p.add_argument("--recipe", default=None, metavar="FILE", help="JSON/YAML file of recipe field overrides, e.g. {lr: 5e-5}")
     add_component_arguments(p, pretrained_help="SD 1.x id/folder to start from, or 'none' for scratch")
-    p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="latest|PATH", help="continue from a checkpoint")
+    p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="latest|PATH",
+                   help="continue from a checkpoint; a --recipe given with it may change only fields that change no step "
+                        "(max_steps, num_workers, clip_cache, logging and checkpoint cadence, where frozen parts load from)")
     p.add_argument("--max-steps", type=int, default=None, help="optimizer steps in total (overrides the recipe)")
 
 
@@ -74,7 +77,7 @@ def resolve_recipe(args: argparse.Namespace):
                 f"--resume: the recipe differs from the run's in {', '.join(changed)}; resume with the same settings "
                 "or start a new --output-dir"
             )
-        if args.recipe:  # what the file sets of the resumable fields applies (a smaller clip cache after running out of memory)
+        if args.recipe:  # the resumable fields the file sets apply (a smaller clip cache after running out of memory)
             from ..training.recipes import read_overrides
 
             recipe = apply_overrides(recipe, {k: v for k, v in read_overrides(args.recipe).items() if k in RESUMABLE})
