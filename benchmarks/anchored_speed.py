@@ -1,4 +1,4 @@
-"""Seconds per frame of the anchored `flow` propagator against chained flow (`classical.propagate_flow`), one run.
+"""Seconds per frame of the anchored `flow` propagator against chained flow (`baselines.propagate_flow`), one run.
 
 Both propagate the same 512x512 clip from keyframe 0 and are timed back to back, so the ratio holds on a busy machine
 even when the absolute numbers do not. Goal: <= 0.3 s/frame on 2 cores, the fill included. Also reported: the time of
@@ -54,9 +54,9 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the numbers here")
     args = parser.parse_args()
 
-    from magicprop.propagation.anchored import AnchoredFlowPropagator
+    from magicprop.propagation.flow.propagator import AnchoredFlowPropagator
     from magicprop.propagation.base import PropagationRequest
-    from magicprop.propagation.classical import propagate_flow
+    from magicprop.propagation.baselines import propagate_flow
 
     clip = load_clip(args.video, args.frames, args.size)
     edited = (255 - clip[0])[..., ::-1].copy()  # any edit costs the same

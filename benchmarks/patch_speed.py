@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    from magicprop.propagation.patches import synthesize
+    from magicprop.propagation.flow.patches import synthesize
 
     style, guide_s, guide_t, truth = case()
     results = {}

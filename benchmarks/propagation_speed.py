@@ -102,7 +102,7 @@ def time_propdpm(models, steps: int, guidance: float, frames: int, size: int, de
     import numpy as np
 
     from magicprop.propagation import PropagationSettings
-    from magicprop.propagation.sampling import propagate_latents
+    from magicprop.propagation.propdpm.sampling import propagate_latents
 
     rng = np.random.default_rng(0)
     depth = rng.random((frames, size, size), dtype=np.float32)
@@ -120,7 +120,7 @@ def memory_child(args) -> None:
     import numpy as np
 
     from magicprop.propagation import PropagationSettings
-    from magicprop.propagation.sampling import decode_steps, propagate_latents
+    from magicprop.propagation.propdpm.sampling import decode_steps, propagate_latents
     from magicprop.video import VideoWriter
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]

@@ -68,7 +68,7 @@ def score(frames, truth, source, k, invalid=None) -> dict:
 def invalid_pixels(source: np.ndarray, k: int) -> np.ndarray:
     """(T, H, W) bool: the pixels the keyframe cannot explain (the anchored maps' validity, as `flow` and `hybrid` see
     it): where a learned model has to paint, and where patch synthesis fills for `flow`."""
-    from magicprop.propagation.anchored_maps import anchored_maps
+    from magicprop.propagation.flow.maps import anchored_maps
 
     invalid = np.zeros(source.shape[:3], bool)
     for frame in anchored_maps(source, k):

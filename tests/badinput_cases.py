@@ -120,7 +120,7 @@ def _one_frame(t, ws):
 def _huge(t, ws):
     """A 2560x1440 clip and a 4096-pixel budget: models see 48x80 at most, the output is full size again."""
     import magicprop.motion
-    import magicprop.propagation.sampling
+    import magicprop.propagation.propdpm.sampling
 
     f = write_video(t / "huge.mp4", frames_of(2, 1440, 2560), FPS, crf=30)
     key = save_image(t / "huge_key.png", frames_of(1, 1440, 2560, seed=9)[0])
@@ -128,7 +128,7 @@ def _huge(t, ws):
     seen: list[tuple[str, tuple]] = []
 
     def patch(mp):
-        real_prop, real_depth = magicprop.propagation.sampling.propagate_latents, magicprop.motion.DepthEstimator.__call__
+        real_prop, real_depth = magicprop.propagation.propdpm.sampling.propagate_latents, magicprop.motion.DepthEstimator.__call__
 
         def spy_prop(models, depth, keyframe, *a, **k):
             seen.append(("keyframe", keyframe.shape[:2]))
@@ -139,7 +139,7 @@ def _huge(t, ws):
             seen.append(("depth model", frames.shape[1:3]))
             return real_depth(self, frames, **k)
 
-        mp.setattr(magicprop.propagation.sampling, "propagate_latents", spy_prop)
+        mp.setattr(magicprop.propagation.propdpm.sampling, "propagate_latents", spy_prop)
         mp.setattr(magicprop.motion.DepthEstimator, "__call__", spy_depth)
 
     def check():

@@ -16,12 +16,12 @@ import fixtures
 from magicprop.errors import UsageError
 from magicprop.evaluation.ground_truth import sharpness
 from magicprop.motion.flow import occlusion_mask, optical_flow, outside_frame
-from magicprop.propagation import anchored, anchored_maps
-from magicprop.propagation.anchored import AnchoredFlowPropagator
-from magicprop.propagation.anchored_fill import FillRequest, patch_guides
-from magicprop.propagation.anchored_maps import AnchoredChain, anchored_maps as walk_maps, identity_map
+from magicprop.propagation.flow import maps as anchored_maps, propagator as anchored
+from magicprop.propagation.flow.propagator import AnchoredFlowPropagator
+from magicprop.propagation.flow.fill import FillRequest, patch_guides
+from magicprop.propagation.flow.maps import AnchoredChain, anchored_maps as walk_maps, identity_map
 from magicprop.propagation.base import PropagationRequest
-from magicprop.propagation.classical import propagate_flow
+from magicprop.propagation.baselines import propagate_flow
 
 FRAMES, SIZE, STEP = 9, 96, (1, 2)  # the camera pans 1 px down and 2 px right per frame
 INNER = np.s_[24:-24, 24:-24]  # visible from every keyframe: new content enters at most 8 x 2 px from an edge
@@ -270,7 +270,7 @@ def test_walking_ahead_gives_the_frames_and_states_of_advancing_in_place(pan):
 
 
 def test_per_keyframe_constants_are_built_once_and_two_keyframes_kept(pan, monkeypatch):
-    from magicprop.propagation import anchored_fill
+    from magicprop.propagation.flow import fill as anchored_fill
 
     cache, built = anchored_fill.KeyframeCache(), []
     for k in (0, 0, 4, 0, 4, 8, 8, 4):

@@ -82,7 +82,8 @@ def test_null_reference_zeroes_the_anchored_channels_in_training_and_guidance(mo
     assert seen[0][0, -5:].abs().max() == 0 and seen[0][1, -5:].abs().max() > 0
 
     # guidance: the null branch gets zeros where the conditional branch gets the warped keyframe
-    from magicprop.propagation import PropagationSettings, sampling
+    from magicprop.propagation import PropagationSettings
+    from magicprop.propagation.propdpm import sampling
 
     calls = []
     real = sampling.denoise
@@ -114,7 +115,8 @@ def test_training_and_inference_build_the_same_anchored_channels(tmp_path, monke
     """An edited synthetic clip: the dataset's maps follow source.mp4 and warp edited.mp4's reference frame; the sampling
     loop, given the source frames as `video` and that edited frame as keyframe, must give PropDPM the same inputs."""
     from magicprop.models.encoders import vae_encode
-    from magicprop.propagation import PropagationSettings, sampling
+    from magicprop.propagation import PropagationSettings
+    from magicprop.propagation.propdpm import sampling
     from magicprop.synthetic import render_clip, write_clip
     from magicprop.training.data import FrameSampling, RawTripletDataset, read_clip_frames
     from magicprop.training.sources import discover_clips
@@ -154,7 +156,7 @@ def test_keyframe_warp_gives_the_same_frames_in_any_order():
     """The dataset asks for frames in any order (keep=True), sampling walks them in order once: same warps either way."""
     from fixtures import panning_clip
 
-    from magicprop.propagation.keyframe_warp import KeyframeWarp
+    from magicprop.propagation.flow.keyframe_warp import KeyframeWarp
 
     video = panning_clip(7, 32, (1, 2))
     key = video[3][..., ::-1].copy()  # an "edit": the channels swapped
@@ -175,7 +177,8 @@ def test_hybrid_with_an_anchored_model_walks_each_map_once(monkeypatch):
     from fixtures import panning_clip
 
     from magicprop.propagation import PROPAGATORS, PropagationRequest, PropagationSettings
-    from magicprop.propagation import anchored_maps, fusion, learned
+    from magicprop.propagation.flow import maps as anchored_maps
+    from magicprop.propagation.propdpm import fusion, propagators as learned
 
     models = get_dummy_propagation_models(use_anchored_reference=True)
     video = panning_clip(7, 32, (1, 2))

@@ -9,9 +9,9 @@ import pytest
 import fixtures
 
 from magicprop.errors import UsageError
-from magicprop.propagation.anchored_maps import identity_map
-from magicprop.propagation.appearance import AppearanceSettings, LocalAffine, render_keyframe
-from magicprop.propagation.patches import synthesize
+from magicprop.propagation.flow.maps import identity_map
+from magicprop.propagation.flow.appearance import AppearanceSettings, LocalAffine, render_keyframe
+from magicprop.propagation.flow.patches import synthesize
 
 M = np.array([[0.5, 0.3, 0.0], [0.0, 0.9, -0.2], [0.2, 0.0, 0.6]], np.float32)  # out x in
 C = np.array([40.0, 10.0, 60.0], np.float32)

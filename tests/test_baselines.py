@@ -7,7 +7,7 @@ import pytest
 
 import fixtures
 
-from magicprop.propagation.classical import propagate_copy, propagate_flow
+from magicprop.propagation.baselines import propagate_copy, propagate_flow
 from magicprop.errors import UsageError
 
 FRAMES, SIZE, STEP = 9, 96, (1, 2)  # the camera pans 1 px down and 2 px right per frame

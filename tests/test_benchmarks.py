@@ -34,7 +34,7 @@ def test_first_seed_picks_another_held_out_set(bench):
 
 
 def test_hybrid_rows_score_what_each_method_returns(bench):
-    from magicprop.propagation.classical import propagate_copy, propagate_flow
+    from magicprop.propagation.baselines import propagate_copy, propagate_flow
     from magicprop.evaluation import psnr
 
     result = bench.run(_args())

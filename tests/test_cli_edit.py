@@ -140,7 +140,7 @@ def test_missing_model_offline_fails_fast(models, clip, tmp_path, capsys):
 
 def test_resume_continues_a_killed_run(models, clip, tmp_path, monkeypatch):
     import magicprop.jobs
-    import magicprop.propagation.sampling
+    import magicprop.propagation.propdpm.sampling
 
     src, out, fresh = clip.meta["folder"] / "source.mp4", tmp_path / "r", tmp_path / "fresh"  # PNG folders: lossless
     assert edit(src, "--prompt", "a cat", "--seed", "4", *models, "-o", fresh) == 0
@@ -152,7 +152,7 @@ def test_resume_continues_a_killed_run(models, clip, tmp_path, monkeypatch):
     assert edit(src, "--prompt", "a cat", "--seed", "4", *models, "-o", out) == 130
     assert (tmp_path / "r.magicprop-work" / "keyframe.png").is_file()
     monkeypatch.undo()
-    monkeypatch.setattr(magicprop.propagation.sampling, "denoise", lambda *a, **k: pytest.fail("a finished step ran again"))
+    monkeypatch.setattr(magicprop.propagation.propdpm.sampling, "denoise", lambda *a, **k: pytest.fail("a finished step ran again"))
     assert edit(src, "--prompt", "a cat", "--seed", "4", *models, "--resume", "-o", out) == 0
     np.testing.assert_array_equal(read_video(out)[0], read_video(fresh)[0])
     assert not (tmp_path / "r.magicprop-work").exists()

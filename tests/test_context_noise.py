@@ -74,7 +74,7 @@ def test_sampling_noises_its_own_previous_output_deterministically(tmp_path):
     """A model with the embedding samples with its inference level: reproducible, resumable, and other frames than the
     same weights sampled with a clean previous latent."""
     from magicprop.propagation import PropagationSettings
-    from magicprop.propagation.sampling import propagate
+    from magicprop.propagation.propdpm.sampling import propagate
 
     rng = np.random.default_rng(0)
     depth, key = rng.random((5, 32, 48), dtype=np.float32), rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from badinputs import frames_of, make_workspace
 
-import magicprop.propagation.sampling
+import magicprop.propagation.propdpm.sampling
 from magicprop.cli import main
 from magicprop.video import load_image, read_video, save_image, write_video
 
@@ -59,13 +59,13 @@ def kill_after_first_step(argv: list[str], out: Path, total: int, log: Path) -> 
 def resume_counting_steps(argv: list[str], monkeypatch) -> int:
     """Run `magicprop ARGV --resume` in-process; return how many propagation steps it computed."""
     calls = []
-    real = magicprop.propagation.sampling.denoise
+    real = magicprop.propagation.propdpm.sampling.denoise
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(magicprop.propagation.sampling, "denoise", counting)
+    monkeypatch.setattr(magicprop.propagation.propdpm.sampling, "denoise", counting)
     assert main([*map(str, argv), "--resume"]) == 0
     monkeypatch.undo()
     return len(calls)

@@ -16,7 +16,7 @@ import pytest
 import torch
 from fixtures import get_dummy_propagation_models
 
-import magicprop.propagation.sampling as sampling
+import magicprop.propagation.propdpm.sampling as sampling
 from magicprop.errors import UsageError
 from magicprop.integrity import FORMAT, Damaged, check_folder, read_piece, write_checksums, write_piece
 from magicprop.propagation import PROPAGATORS, PropagationRequest, PropagationSettings

@@ -49,11 +49,11 @@ def test_is_the_model_its_card_describes():
 
 
 def test_beats_copying_the_keyframe_on_a_held_out_clip():
-    from magicprop.propagation.classical import propagate_copy
+    from magicprop.propagation.baselines import propagate_copy
     from magicprop.evaluation import psnr
     from magicprop.models import PropagationModels
     from magicprop.propagation import PropagationSettings
-    from magicprop.propagation.sampling import propagate
+    from magicprop.propagation.propdpm.sampling import propagate
     from magicprop.synthetic import render_clip
 
     clip = render_clip(900_000, frames=8, size=(64, 64), edit="global")

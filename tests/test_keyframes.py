@@ -72,7 +72,7 @@ def test_several_keyframes_are_kept_exactly_and_blended(pipe, clip):
 
 
 def test_several_keyframes_resume(pipe, clip, tmp_path, monkeypatch):
-    import magicprop.propagation.sampling as propagation
+    import magicprop.propagation.propdpm.sampling as propagation
 
     work = tmp_path / "work"
     keys = {0: clip.edited[0], 3: clip.edited[3]}

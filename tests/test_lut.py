@@ -7,7 +7,7 @@ import pytest
 
 from magicprop.errors import UsageError
 from magicprop.propagation.base import PropagationRequest
-from magicprop.propagation.lut import LutPropagator, apply_lut, fit_lut
+from magicprop.propagation.baselines import LutPropagator, apply_lut, fit_lut
 
 FRAMES, SIZE = 5, 48
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from magicprop.errors import UsageError
-from magicprop.propagation import patch_kernels
-from magicprop.propagation.patches import synthesize
+from magicprop.propagation.flow import kernels as patch_kernels
+from magicprop.propagation.flow.patches import synthesize
 
 SIZE = 128
 

@@ -109,7 +109,7 @@ def test_given_depth_skips_the_depth_model(paths, clip):
 
 
 def test_resume_redoes_nothing_finished(pipe, clip, tmp_path, monkeypatch):
-    import magicprop.propagation.sampling as propagation
+    import magicprop.propagation.propdpm.sampling as propagation
 
     work = tmp_path / "work"
     full = _run(pipe, clip.source, work_dir=work)

@@ -6,7 +6,7 @@ import pytest
 from fixtures import get_dummy_propagation_models, panning_clip
 from magicprop.errors import UsageError
 from magicprop.propagation import FlowFusion, PropagationSettings
-from magicprop.propagation.sampling import propagate
+from magicprop.propagation.propdpm.sampling import propagate
 from magicprop.propagation.store import LatentStore
 
 T, H, W = 5, 32, 48  # non-square: latents 16x24, adaptor grid 8x12
@@ -91,7 +91,7 @@ def test_interrupted_run_resumes_to_identical_output(models, tmp_path, monkeypat
     assert sorted(p.name for p in (work / "steps").iterdir()) == ["00001.safetensors", "00002.safetensors"]
 
     denoised = {"n": 0}
-    from magicprop.propagation import sampling as propagation
+    from magicprop.propagation.propdpm import sampling as propagation
 
     real_denoise = propagation.denoise
 
@@ -209,7 +209,7 @@ def test_a_residual_model_samples_the_correction_to_the_warped_previous_latent()
     from magicprop.models.propdpm import warp_latent
     from magicprop.models.encoders import images_to_tensor, vae_encode
     from magicprop.motion.flow import optical_flow
-    from magicprop.propagation.sampling import propagate_latents
+    from magicprop.propagation.propdpm.sampling import propagate_latents
 
     residual = get_dummy_propagation_models(use_warped_previous=True, predict_residual=True)
     plain = get_dummy_propagation_models(use_warped_previous=True)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import SAMPLES
 
-from magicprop.propagation.classical import propagate_copy
+from magicprop.propagation.baselines import propagate_copy
 from magicprop.cli import main
 from magicprop.evaluation import warp_error
 from magicprop.video import load_image, read_video, resize_frames

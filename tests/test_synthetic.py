@@ -157,7 +157,7 @@ def test_a_pattern_edit_is_the_global_grade_plus_a_bold_pattern_no_colour_map_re
     assert overlay["opacity"] >= 0.75 and {k: v for k, v in patterned.meta["style"].items() if k != "overlay"} == {
         k: v for k, v in plain.meta["style"].items() if k != "overlay"}
     from magicprop.evaluation import psnr
-    from magicprop.propagation.lut import apply_lut, fit_lut
+    from magicprop.propagation.baselines import apply_lut, fit_lut
 
     def best_colour_map(clip):  # a colour lookup fitted on the very frame it is scored on: its best case
         return psnr(apply_lut(fit_lut(clip.source[0], clip.edited[0]), clip.source[:1]), clip.edited[:1])[0]

@@ -91,7 +91,7 @@ def test_loss_decreases_and_the_export_propagates(ws):
 
     from magicprop.models import PropagationModels
     from magicprop.propagation import PropagationSettings
-    from magicprop.propagation.sampling import propagate
+    from magicprop.propagation.propdpm.sampling import propagate
     from magicprop.synthetic import render_clip
 
     models = PropagationModels.from_pretrained(out / "final")
@@ -198,7 +198,7 @@ def test_warped_previous_trains_from_sd_and_the_export_needs_the_video(ws, tmp_p
 
     from magicprop.models import PropagationModels
     from magicprop.propagation import PropagationSettings
-    from magicprop.propagation.sampling import propagate
+    from magicprop.propagation.propdpm.sampling import propagate
     from magicprop.synthetic import render_clip
 
     models = PropagationModels.from_pretrained(out / "final")

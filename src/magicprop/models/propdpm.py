@@ -26,7 +26,7 @@ small fixed level (`inference_context_level`), which hides small errors the mode
 
 `use_anchored_reference=True` (beyond the paper) adds 5 input channels that carry the edited keyframe itself to the
 target frame: the keyframe sampled once (Lanczos) through the target's anchored coordinate map (the `flow`
-propagator's maps, `propagation.anchored_maps`, walked over the *source* clip from the keyframe), VAE-encoded, plus
+propagator's maps, `propagation.flow.maps`, walked over the *source* clip from the keyframe), VAE-encoded, plus
 the map's validity (1 where the keyframe explains the pixel). The adaptor only tells the UNet what the keyframe looks
 like; these channels tell it where each keyframe pixel is now, re-measured against the source keyframe every frame, so
 they do not drift along the chain the way the previous latent does. When the reference is dropped (the null

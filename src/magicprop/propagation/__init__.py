@@ -3,11 +3,12 @@
     from magicprop.propagation import PROPAGATORS, PropagationRequest
     frames = list(PROPAGATORS["propdpm"](PropagationRequest(source=clip, keyframes={0: edited}, depth=depth, models=models)))
 
-- `learned`: `propdpm` (the paper's PropDPM sampling loop, `sampling`, with its step store, `store`) and `hybrid`
-  (PropDPM plus a fusion step, `fusion`); import `sampling` for the loop itself (`propagate_latents`, `decode_steps`);
-- `anchored` (with `anchored_maps`, `anchored_fill`, `patches`): `flow`, the keyframe warped through anchored
-  coordinate maps, with guided patch synthesis for what it cannot explain (no weights);
-- `classical` and `lut`: the baselines `chain` (today's chained warping), `lut` (a colour lookup, no motion) and `copy`;
+- `propdpm/` (the learned family): `propdpm` (the paper's PropDPM sampling loop, `propdpm.sampling`, with its step
+  store, `store`) and `hybrid` (PropDPM plus a fusion step, `propdpm.fusion`); import `propdpm.sampling` for the loop
+  itself (`propagate_latents`, `decode_steps`);
+- `flow/` (the weight-free family): `flow`, the keyframe warped through anchored coordinate maps (`flow.maps`), with
+  guided patch synthesis (`flow.fill`, `flow.patches`) for what it cannot explain (no weights);
+- `baselines`: `chain` (chained warping), `lut` (a colour lookup, no motion) and `copy`;
 - `blend`: several keyframes, each propagated to its neighbours and crossfaded between them.
 
 `PROPAGATORS` maps each name to its propagator; the CLI, the pipeline, the web UI, the demo and the benchmarks take
@@ -22,11 +23,10 @@ import logging
 from ..errors import UsageError
 from .base import PropagationRequest, PropagationSettings, Propagator, resolve_keyframes
 from .blend import blend_keyframes, keyframe_spans
-from .anchored import AnchoredFlowPropagator
-from .classical import ChainPropagator, CopyPropagator, propagate_copy, propagate_flow
-from .fusion import AnchoredFusion, FlowFusion, FusionStep
-from .learned import HybridPropagator, PropDPMPropagator
-from .lut import LutPropagator
+from .baselines import ChainPropagator, CopyPropagator, LutPropagator, propagate_copy, propagate_flow
+from .flow.propagator import AnchoredFlowPropagator
+from .propdpm.fusion import AnchoredFusion, FlowFusion, FusionStep
+from .propdpm.propagators import HybridPropagator, PropDPMPropagator
 
 PROPAGATORS: dict[str, Propagator] = {}
 AUTO = "auto"  # the default choice everywhere: see `resolve`
@@ -74,7 +74,7 @@ def resolve(name: str | Propagator, *, model_given: bool) -> Propagator:
 for _p in (PropDPMPropagator(), HybridPropagator(), AnchoredFlowPropagator(), ChainPropagator(), LutPropagator(), CopyPropagator()):
     register(_p)
 
-# The sampling loop (`sampling`) and the step store (`store`) load torch: import them from their modules.
+# The sampling loop (`propdpm.sampling`) and the step store (`store`) load torch: import them from their modules.
 __all__ = [
     "AUTO", "PROPAGATORS", "AnchoredFlowPropagator", "AnchoredFusion", "ChainPropagator", "CopyPropagator", "FlowFusion",
     "FusionStep", "HybridPropagator", "LutPropagator", "PropDPMPropagator", "PropagationRequest", "PropagationSettings",

@@ -32,7 +32,7 @@ import torch
 from ..errors import MagicPropError, UsageError
 from ..motion.flow import optical_flow
 from ..motion import estimate_clip_depth, load_depth, resize_depth
-from ..propagation.keyframe_warp import KeyframeWarp
+from ..propagation.flow.keyframe_warp import KeyframeWarp
 from ..video import read_video
 from .sources import ClipSource
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models.propdpm import PropDPM, assemble_conditioning
-from ..propagation.sampling import sample_latents
+from ..propagation.propdpm.sampling import sample_latents
 
 
 @dataclass

@@ -12,8 +12,8 @@ from typing import Protocol, Sequence
 import cv2
 import numpy as np
 
-from ..motion.flow import carry, optical_flow
-from .keyframe_warp import KeyframeWarp
+from ...motion.flow import carry, optical_flow
+from ..flow.keyframe_warp import KeyframeWarp
 
 
 class FusionStep(Protocol):

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .anchored import INTERPOLATIONS
-from .anchored_maps import AnchoredChain, MapSettings
 from .appearance import AppearanceSettings, LocalAffine, render_keyframe
+from .maps import AnchoredChain, MapSettings
+from .propagator import INTERPOLATIONS
 
 
 class KeyframeWarp:

@@ -16,7 +16,7 @@ weighted mean of the style pixels that the patches covering it point to.
 
 Only patches whose window touches a pixel to fill are searched (`fill` dilated by the patch radius), so a frame with 5%
 of its pixels to fill costs a small fraction of a full synthesis; the centres searched are also every other pixel (see
-`_stride`). The loops are numba kernels (`patch_kernels`); every random draw comes from a hash of (seed, level, round),
+`_stride`). The loops are numba kernels (`kernels`); every random draw comes from a hash of (seed, level, round),
 so re-runs are bit-identical (needed for resume).
 """
 
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import UsageError
-from . import patch_kernels as K
+from ...errors import UsageError
+from . import kernels as K
 
 _M32 = 0xFFFFFFFF
 # Confidence of a voted pixel decays by this factor per pixel of distance from the nearest kept pixel (Wexler et al.
@@ -207,7 +207,7 @@ def _stack(guide, g_scale, rgb, s_scale) -> np.ndarray:
 
 
 def _upsample_nnf(coarse, lv: "_Level", r: int):
-    """(ny, nx): the coarser field carried to this level's centres (`patch_kernels.upsample_nnf`); a centre without a
+    """(ny, nx): the coarser field carried to this level's centres (`kernels.upsample_nnf`); a centre without a
     coarse neighbour, or every centre at the coarsest level, starts at its own position."""
     ny, nx = lv.cy.copy(), lv.cx.copy()
     if coarse is not None:

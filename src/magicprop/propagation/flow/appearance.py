@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .anchored_maps import sample
+from .maps import sample
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Anchored coordinate maps: for each frame, where each of its pixels was in the keyframe, and whether the keyframe
 explains it at all.
 
-Chaining warps frame to frame (`classical.propagate_flow`) resamples the output at every step, so blur compounds and
+Chaining warps frame to frame (`baselines.propagate_flow`) resamples the output at every step, so blur compounds and
 flow errors add up. Here the *coordinates* are chained instead (EbSynth-style anchored warping): map_t(x) = map_p(x +
 flow_{t->p}(x)), p the neighbour nearer the keyframe, and every map is then checked against the real source: the source
 keyframe warped by map_t should look like source frame t, so the flow between the two (at full resolution) is a

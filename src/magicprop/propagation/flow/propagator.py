@@ -1,9 +1,9 @@
 """The `flow` propagator: EbSynth-style anchored warping, with no weights.
 
-Each frame is the edited keyframe sampled *once* through an anchored coordinate map (`anchored_maps`: chained from the
+Each frame is the edited keyframe sampled *once* through an anchored coordinate map (`maps`: chained from the
 source's frame-to-frame flow and corrected every frame against the source keyframe itself), so neither blur nor drift
-accumulates with the distance to the keyframe, unlike `classical.propagate_flow`, which resamples its own output at
-every step. Pixels no keyframe explains are filled (`anchored_fill`: guided patch synthesis after Jamriska et al. 2019,
+accumulates with the distance to the keyframe, unlike `baselines.propagate_flow`, which resamples its own output at
+every step. Pixels no keyframe explains are filled (`fill`: guided patch synthesis after Jamriska et al. 2019,
 "Stylizing Video by Example", when `patches` is available, else a colour transfer of the source).
 
 Several keyframes: between two keyframes both chains reach every frame; per pixel the valid one nearer in time wins,
@@ -25,12 +25,12 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from .anchored_fill import (Carry, ColourTransfer, FillFunction, FillRequest, KeyframeCache, PatchFill, colour_fill,
-                            fallback_estimate)
-from .anchored_maps import AnchoredChain, AnchoredFrame, MapSettings
+from ..base import PropagationRequest, Propagator
+from ..store import FrameStore
 from .appearance import AppearanceSettings, LocalAffine, render_keyframe
-from .base import PropagationRequest, Propagator
-from .store import FrameStore
+from .fill import (Carry, ColourTransfer, FillFunction, FillRequest, KeyframeCache, PatchFill, colour_fill,
+                            fallback_estimate)
+from .maps import AnchoredChain, AnchoredFrame, MapSettings
 
 INTERPOLATIONS = {"cubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
 

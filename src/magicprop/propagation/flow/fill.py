@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 import cv2
 import numpy as np
 
-from .anchored_maps import identity_map, sample_points
+from .maps import identity_map, sample_points
 
 if TYPE_CHECKING:
     from .appearance import LocalAffine

@@ -30,16 +30,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import UsageError
-from ..models.bundle import PropagationModels
-from ..models.encoders import clip_image_tokens, images_to_tensor, tensor_to_images, vae_decode, vae_encode, vae_scale_factor
-from ..models.propdpm import PropConditioning, PropDPM, assemble_conditioning
-from ..motion.flow import optical_flow
-from ..schedulers import scheduler_from_config
-from .base import PropagationSettings
+from ...errors import UsageError
+from ...models.bundle import PropagationModels
+from ...models.encoders import clip_image_tokens, images_to_tensor, tensor_to_images, vae_decode, vae_encode, vae_scale_factor
+from ...models.propdpm import PropConditioning, PropDPM, assemble_conditioning
+from ...motion.flow import optical_flow
+from ...schedulers import scheduler_from_config
+from ..base import PropagationSettings
+from ..flow.keyframe_warp import KeyframeWarp
+from ..store import LatentStore
 from .fusion import FusionStep
-from .keyframe_warp import KeyframeWarp
-from .store import LatentStore
 
 logger = logging.getLogger(__name__)
 

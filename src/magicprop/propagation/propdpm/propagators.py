@@ -6,7 +6,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .base import PropagationRequest, Propagator
+from ..base import PropagationRequest, Propagator
 from .fusion import AnchoredFusion, FusionStep
 
 
