@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from magicprop.jobs import EditJob
 from magicprop.propagation import PROPAGATORS, choices, resolve
 
 from . import host
@@ -23,6 +24,9 @@ CATEGORY = "MagicProp"
 MODEL = "MAGICPROP_MODEL"  # a MagicPropPipeline holding a propagation model (our own type: only our nodes take it)
 DEFAULT_PROPAGATOR = "flow"  # weight-free; what `magicprop propagate` runs when no model is given
 MAX_SEED = 0xFFFFFFFFFFFFFFFF  # as ComfyUI's KSampler; torch.Generator takes any 64-bit seed
+# Widget values that mean "as `magicprop propagate` without the flag": the setting is left out of the call, so the
+# pipeline's default applies, which is the CLI's, also when that default changes (e.g. full resolution for flow)
+AS_CLI = {"max_pixels": 0, "feather": -1}
 
 NODES: dict[str, type] = {}  # node id (the class name, prefixed MagicProp) -> class
 DISPLAY_NAMES: dict[str, str] = {}
@@ -69,6 +73,7 @@ class MagicPropPropagate:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
+        cli = EditJob("", "")  # the CLI's defaults
         described = "; ".join(f"{name}: {p.summary}" for name, p in PROPAGATORS.items())
         return {
             "required": {
@@ -86,19 +91,20 @@ class MagicPropPropagate:
                 "masks": ("MASK", {"tooltip": "One mask per frame: the output keeps the source outside them, with a feathered edge."}),
                 "propagation_model": (MODEL, {"tooltip": "From MagicProp Load Propagation Model; propdpm and hybrid without one use the embedded tiny model."}),
                 "depth": ("IMAGE", {"tooltip": "The clip's depth, one grey frame per frame, white = near (propdpm, hybrid); without it Depth Anything estimates it."}),
-                "propagation_steps": ("INT", {"default": 25, "min": 1, "max": 1000, "tooltip": "PropDPM sampling steps per frame."}),
-                "propagation_guidance_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1,
+                "propagation_steps": ("INT", {"default": cli.propagation_steps, "min": 1, "max": 1000, "tooltip": "PropDPM sampling steps per frame."}),
+                "propagation_guidance_scale": ("FLOAT", {"default": cli.propagation_guidance_scale, "min": 0.0, "max": 30.0, "step": 0.1,
                                                          "tooltip": "Guidance on the reference; 1 = none (one forward per step)."}),  # fmt: skip
-                "max_pixels": ("INT", {"default": 512 * 512, "min": 64 * 64, "max": 2**31 - 1,
-                                       "tooltip": "Working-size budget in pixels (frames come back at the source's size)."}),  # fmt: skip
-                "feather": ("INT", {"default": -1, "min": -1, "max": 4096, "tooltip": "Soft edge of the masks in pixels; -1: 1% of the longer side."}),
+                "max_pixels": ("INT", {"default": AS_CLI["max_pixels"], "min": 0, "max": 2**31 - 1,
+                                       "tooltip": "Working-size budget in pixels; 0: as magicprop propagate without --max-pixels."}),  # fmt: skip
+                "feather": ("INT", {"default": AS_CLI["feather"], "min": -1, "max": 4096,
+                                    "tooltip": "Soft edge of the masks in pixels; -1: as magicprop propagate without --feather (1% of the longer side)."}),  # fmt: skip
             },
         }
 
     def propagate(self, images: torch.Tensor, keyframes: torch.Tensor, keyframe_indices: str, propagator: str, seed: int,
                   masks: torch.Tensor | None = None, propagation_model=None, depth: torch.Tensor | None = None,
-                  propagation_steps: int = 25, propagation_guidance_scale: float = 1.0, max_pixels: int = 512 * 512,
-                  feather: int = -1) -> tuple[torch.Tensor]:  # fmt: skip
+                  propagation_steps: int | None = None, propagation_guidance_scale: float | None = None,
+                  max_pixels: int | None = None, feather: int | None = None) -> tuple[torch.Tensor]:  # fmt: skip
         with host.user_errors():
             # 1. Check inputs (each bad one is one line in ComfyUI's error panel)
             frames = to_frames(images, "images")
@@ -112,19 +118,21 @@ class MagicPropPropagate:
             depth_map = None if depth is None else to_depth(depth)
             chosen = resolve(propagator, model_given=propagation_model is not None)
 
-            # 2. What `magicprop propagate` passes: one keyframe with its index ("auto" when none), or {index: image}
+            # 2. What `magicprop propagate` passes: one keyframe with its index ("auto" when none), or {index: image};
+            # settings left at "as the CLI" are not passed, so the pipeline's defaults (the CLI's) apply
             if indices is None or len(indices) == 1:
                 keyframe_image, keyframe_index = keys[0], "auto" if indices is None else indices[0]
             else:
                 keyframe_image, keyframe_index = dict(zip(indices, keys)), "auto"
+            settings = {"propagation_steps": propagation_steps, "propagation_guidance_scale": propagation_guidance_scale,
+                        "max_pixels": max_pixels, "feather": feather}  # fmt: skip
+            options = {k: v for k, v in settings.items() if v is not None and v != AS_CLI.get(k)}
 
             # 3. Propagate; ComfyUI's progress bar follows, and its Cancel stops the run at the next frame
             out = _pipeline(chosen.name, propagation_model)(
                 frames, keyframe_image=keyframe_image, keyframe_index=keyframe_index, mask=mask,
-                propagation_steps=propagation_steps, propagation_guidance_scale=propagation_guidance_scale,
-                generator=torch.Generator().manual_seed(seed), depth=depth_map,
-                max_pixels=max_pixels, feather=None if feather < 0 else feather, propagator=chosen,
-                callback=host.progress("MagicProp Propagate"),
+                generator=torch.Generator().manual_seed(seed), depth=depth_map, propagator=chosen,
+                callback=host.progress("MagicProp Propagate"), **options,
             )  # fmt: skip
             return (to_image(np.asarray(out.frames)),)
 

@@ -27,19 +27,21 @@ GREY_TOLERANCE = 2 / 255  # channels of a grey depth frame may differ by JPEG-li
 def to_frames(image: torch.Tensor, what: str) -> np.ndarray:
     """An IMAGE batch [B, H, W, 3] in 0..1 -> (B, H, W, 3) uint8, rounded (the inverse of ComfyUI's x / 255)."""
     check_batch(image, what, channels=3)
-    frames = np.empty(tuple(image.shape), np.uint8)
-    for t in range(len(image)):  # per frame: one float frame of scratch, not a float copy of the clip
-        frames[t] = image[t].detach().to("cpu", torch.float32).mul(255).round_().clamp_(0, 255).to(torch.uint8).numpy()
-    return frames
+    return _to_uint8(image)
 
 
 def to_masks(mask: torch.Tensor, what: str = "masks") -> np.ndarray:
     """A MASK batch [B, H, W] in 0..1 -> (B, H, W) uint8. The pipeline thresholds uint8 masks at 127, as it does mask
     files, so x > 0.5 selects a pixel here exactly as a mask PNG does for `magicprop propagate --masks`."""
     check_batch(mask, what, channels=None)
-    out = np.empty(tuple(mask.shape), np.uint8)
-    for t in range(len(mask)):
-        out[t] = mask[t].detach().to("cpu", torch.float32).mul(255).round_().clamp_(0, 255).to(torch.uint8).numpy()
+    return _to_uint8(mask)
+
+
+def _to_uint8(batch: torch.Tensor) -> np.ndarray:
+    """round(x * 255) of a batch in 0..1, one item at a time: one float frame of scratch, not a float copy of the clip."""
+    out = np.empty(tuple(batch.shape), np.uint8)
+    for t in range(len(batch)):
+        out[t] = batch[t].detach().to("cpu", torch.float32).mul(255).round_().clamp_(0, 255).to(torch.uint8).numpy()
     return out
 
 

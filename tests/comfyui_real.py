@@ -169,7 +169,8 @@ def check(workdir: str | Path) -> dict:
         files = h.output_files(history)
         frames = read_pngs([f for f in files if f.endswith(".png")])
         report["outputs"] = sorted(Path(f).suffix for f in files)
-        report["server_memory_kib"] = h.memory(proc)
+        report["server_memory_kib"] = {"at_start": proc.memory_at_start, "after_run": h.memory(proc)}
+        report["templates"] = h._get_json(proc.port, "/workflow_templates")  # what the page's template browser lists
         bad = {}
         for case, (workflow, expected) in bad_workflows(good).items():
             try:

@@ -133,6 +133,11 @@ def test_every_node_is_well_formed(pack):
 # (CLI arguments after VIDEO, node arguments): the same inputs as files and as tensors
 CASES = {
     "one keyframe": (["--keyframe-image", "keys/1.png", "--keyframe-index", "1"], dict(keys=[1], indices="1")),
+    # ComfyUI sends every widget's value: 0 and -1 mean "as the CLI without the flag"
+    "widgets at their defaults": (["--keyframe-image", "keys/1.png", "--keyframe-index", "1"],
+                                  dict(keys=[1], indices="1", max_pixels=0, feather=-1, propagation_steps=25, propagation_guidance_scale=1.0)),  # fmt: skip
+    "max pixels": (["--keyframe-image", "keys/1.png", "--keyframe-index", "1", "--max-pixels", "1024"],
+                   dict(keys=[1], indices="1", max_pixels=1024)),  # fmt: skip
     "several keyframes": (["--keyframes", "keys"], dict(keys=[1, 4], indices="1, -2")),
     "per-frame masks": (["--keyframe-image", "keys/1.png", "--keyframe-index", "1", "--masks", "masks", "--feather", "2"],
                         dict(keys=[1], indices="1", masks=True, feather=2)),  # fmt: skip
@@ -174,7 +179,8 @@ def test_propagate_gives_the_cli_frames(pack, clip, tmp_path, monkeypatch, case)
     assert frames.dtype == torch.float32 and tuple(frames.shape) == (FRAMES, *SIZE, 3)
     assert float(frames.min()) >= 0 and float(frames.max()) <= 1
     np.testing.assert_array_equal(to_uint8(frames), expected)
-    if not node_args.get("masks") and node_args["keys"] != "x2":  # (masks composite the keyframe over its source too)
+    # every keyframe exact, where the clip runs at its own size (no max_pixels) and no mask composites it over the source
+    if not node_args.get("masks") and not node_args.get("max_pixels") and node_args["keys"] != "x2":
         for k in node_args["keys"]:
             np.testing.assert_array_equal(to_uint8(frames[k]), clip.edited[k])
 
@@ -356,4 +362,5 @@ def test_example_workflow_in_the_real_comfyui_gives_the_cli_frames(tmp_path):
         pytest.skip(reason)
     report = comfyui_real.check(tmp_path)
     assert report["max_abs_difference"] == 0, report
-    assert all(report["bad_inputs"].values()), report["bad_inputs"]
+    assert all(report["bad_inputs"].values()) and report["same_after_errors"], report
+    assert report["templates"][comfyui_real.INSTALLED_NAME] == ["magicprop_propagate"]
