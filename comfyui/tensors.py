@@ -1,0 +1,113 @@
+"""ComfyUI's tensors as magicprop's arrays, and the checks of what a node was given (one `UsageError` line each).
+
+ComfyUI passes a clip as one `IMAGE` batch: float32 [B, H, W, 3] in 0..1 on the CPU, made by its loaders as
+uint8 / 255. magicprop works on uint8 (T, H, W, 3) frames; rounding x * 255 gives back the loaders' bytes exactly, so a
+clip loaded in ComfyUI reaches the pipeline as the same bytes `magicprop propagate` decodes from the same file. Frames
+are converted one at a time: only one float frame of scratch, never a second float copy of the clip.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import torch
+
+from magicprop.errors import UsageError
+
+# fit_image (magicprop.video) warns when a keyframe's aspect ratio is more than 1% off the clip's: resizing would stretch
+# it. In ComfyUI nobody reads that warning, so the node refuses such a keyframe; a same-shape keyframe of another size
+# (an upscaled edit, or a VAE's crop to multiples of 8) is resized as the CLI resizes it.
+ASPECT_TOLERANCE = 0.01
+AUTO = "auto"
+GREY_TOLERANCE = 2 / 255  # channels of a grey depth frame may differ by JPEG-like rounding, no more
+
+
+def to_frames(image: torch.Tensor, what: str) -> np.ndarray:
+    """An IMAGE batch [B, H, W, 3] in 0..1 -> (B, H, W, 3) uint8, rounded (the inverse of ComfyUI's x / 255)."""
+    check_batch(image, what, channels=3)
+    return _to_uint8(image)
+
+
+def to_masks(mask: torch.Tensor, what: str = "masks") -> np.ndarray:
+    """A MASK batch [B, H, W] in 0..1 -> (B, H, W) uint8. The pipeline thresholds uint8 masks at 127, as it does mask
+    files, so x > 0.5 selects a pixel here exactly as a mask PNG does for `magicprop propagate --masks`."""
+    check_batch(mask, what, channels=None)
+    return _to_uint8(mask)
+
+
+def _to_uint8(batch: torch.Tensor) -> np.ndarray:
+    """round(x * 255) of a batch in 0..1, one item at a time: one float frame of scratch, not a float copy of the clip."""
+    out = np.empty(tuple(batch.shape), np.uint8)
+    for t in range(len(batch)):
+        out[t] = batch[t].detach().to("cpu", torch.float32).mul(255).round_().clamp_(0, 255).to(torch.uint8).numpy()
+    return out
+
+
+def to_depth(image: torch.Tensor, what: str = "depth") -> np.ndarray:
+    """A depth IMAGE batch (grey, white = near, as depth preprocessors draw it) -> (T, H, W) float32 in [0, 1]. A
+    colour-mapped depth (a picture of depth, not its values) is refused."""
+    check_batch(image, what, channels=3)
+    depth = np.empty(tuple(image.shape[:3]), np.float32)
+    for t in range(len(image)):
+        frame = image[t].detach().to("cpu", torch.float32)
+        if float((frame.amax(dim=-1) - frame.amin(dim=-1)).max()) > GREY_TOLERANCE:
+            raise UsageError(f"{what} frame {t} is in colour; give grey depth frames (white = near), not a colour-mapped picture of depth")
+        depth[t] = frame[..., 0].numpy()
+    return depth
+
+
+def to_image(frames: np.ndarray) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> an IMAGE batch, divided by 255 as ComfyUI's own loaders do (SaveImage writes it back
+    byte for byte)."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32).div_(255.0)
+
+
+def check_batch(tensor, what: str, *, channels: int | None) -> None:
+    """A non-empty [B, H, W(, channels)] tensor."""
+    expected = "[B, H, W, 3] IMAGE" if channels else "[B, H, W] MASK"
+    if not isinstance(tensor, torch.Tensor):
+        raise UsageError(f"{what} must be an {expected} tensor, got {type(tensor).__name__}; connect an {expected.split()[-1]} output")
+    shape = tuple(tensor.shape)
+    if len(shape) >= 1 and shape[0] == 0:  # first: an empty video's batch has no usable shape either, [0, 3, 0, 0]
+        raise UsageError(f"{what} is an empty batch (0 images); connect a batch with at least one frame")
+    if len(shape) != (4 if channels else 3) or (channels and shape[-1] != channels) or 0 in shape[1:]:
+        raise UsageError(f"{what} must be an {expected} batch, got shape {list(shape)}")
+
+
+def parse_indices(text: str, count: int) -> list[int] | None:
+    """The keyframe_indices widget: "auto" (one keyframe; its frame is found as `magicprop propagate` finds it without
+    --keyframe-index) or one frame index per keyframe image, comma-separated, negative from the end."""
+    text = str(text).strip()
+    if text.lower() == AUTO:
+        if count != 1:
+            raise UsageError(f"keyframe_indices is auto but {count} keyframe images were given; write their frame indices, one per image, e.g. 0, 40")
+        return None
+    parts = [p for p in re.split(r"[,\s]+", text) if p]
+    if not parts or not all(re.fullmatch(r"[+-]?\d+", p) for p in parts):
+        raise UsageError(f"keyframe_indices {text!r} is not a list of frame indices; write them comma-separated, e.g. 0, 40, -1 (or auto)")
+    if len(parts) != count:
+        raise UsageError(f"keyframe_indices names {len(parts)} frame(s) ({text}) but {count} keyframe image(s) were given; give one index per image, in the batch's order")
+    indices = [int(p) for p in parts]
+    repeated = sorted({i for i in indices if indices.count(i) > 1})
+    if repeated:  # {index: image} would silently keep one of them
+        raise UsageError(f"keyframe_indices names frame {repeated[0]} more than once ({text}); give each frame once")
+    return indices
+
+
+def check_keyframe_shape(keyframes: np.ndarray, frames: np.ndarray) -> None:
+    """Refuse keyframes whose aspect ratio is not the clip's (resizing would stretch them)."""
+    (h, w), (kh, kw) = frames.shape[1:3], keyframes.shape[1:3]
+    if (kh, kw) != (h, w) and abs(math.log((kw / kh) / (w / h))) > ASPECT_TOLERANCE:
+        raise UsageError(f"the keyframe is {kw}x{kh} but the clip's frames are {w}x{h}: resizing would stretch it; "
+                         f"give it the clip's shape (e.g. an Upscale Image node to {w}x{h} with crop: center)")  # fmt: skip
+
+
+def check_masks(masks: np.ndarray, frames: np.ndarray) -> None:
+    """One mask per frame, at the frames' size."""
+    (t, h, w), (mt, mh, mw) = frames.shape[:3], masks.shape
+    if mt != t:
+        raise UsageError(f"got {mt} mask(s) for a {t}-frame clip; give one mask per frame (a MASK batch of {t})")
+    if (mh, mw) != (h, w):
+        raise UsageError(f"the masks are {mw}x{mh} but the clip's frames are {w}x{h}; give masks of the frames' size")
