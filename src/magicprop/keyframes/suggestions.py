@@ -1,0 +1,142 @@
+"""The frames to edit next: a greedy cover of the clip by keyframes, and the evenly spaced keyframes it is compared with.
+
+What the greedy search optimises: the sum over frames of min(coverage_t, target), the part of every frame that is
+explained, counted up to the target and no further. Each step adds the candidate that raises it most (coverage as
+`flow` combines keyframes: each frame from its two neighbouring keyframes, `CoverageTable.coverage`), and the search
+stops when every frame reaches the target, when the budget is spent, or when no candidate adds anything. Capping at the
+target makes a step prefer frames far below it (a head turning away, a door opening) to polishing frames already good
+enough; the sum makes it prefer a keyframe that lifts many frames to one that lifts a single frame a little more. It is
+the usual greedy heuristic for covering problems, not a proof of the fewest keyframes; each suggestion is the best next
+one given those before it, so the order is the order to edit them in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import UsageError
+from .coverage import CoverageSettings, CoverageTable, measure_coverage
+
+OBJECTIVE = "sum over frames of min(coverage, target): each suggestion adds the most explained pixels below the target"
+
+
+@dataclass(frozen=True)
+class KeyframePlan:
+    """The user's keyframes, the suggested ones (in the order to edit them) and the coverage they give."""
+
+    given: tuple[int, ...]
+    suggested: tuple[int, ...]
+    target: float
+    coverage_given: np.ndarray  # (T,) with the given keyframes alone (zeros when none was given)
+    coverage: np.ndarray  # (T,) with the given and the suggested keyframes
+    steps: tuple[np.ndarray, ...]  # (T,) coverage after each suggestion, in order
+
+    @property
+    def keyframes(self) -> list[int]:
+        return sorted({*self.given, *self.suggested})
+
+    @property
+    def below_target(self) -> list[int]:
+        """Frames still under the target with every keyframe."""
+        return [int(t) for t in np.flatnonzero(self.coverage < self.target - 1e-9)]
+
+    @property
+    def reached(self) -> bool:
+        return not self.below_target
+
+
+def check_target(target: float) -> float:
+    """One line when the target is not a fraction in (0, 1]."""
+    if not (isinstance(target, (int, float)) and 0 < target <= 1):
+        raise UsageError(f"--target is the fraction of every frame to explain, in (0, 1]; got {target} (e.g. 0.95)")
+    return float(target)
+
+
+def check_budget(max_keyframes: int) -> int:
+    if max_keyframes < 1:
+        raise UsageError(f"--max must be at least 1 (the most keyframes to suggest), got {max_keyframes}")
+    return int(max_keyframes)
+
+
+def suggest_keyframes(table: CoverageTable, given: Sequence[int] = (), *, max_keyframes: int = 5,
+                      target: float = 0.95) -> KeyframePlan:  # fmt: skip
+    """Up to `max_keyframes` candidates to add to `given` (see the module docstring); given keyframes must have been
+    measured (`measure_coverage(extra=given)`).
+
+    1. Greedy: add the candidate that raises the objective most, until every frame reaches the target, the budget is
+       spent or nothing helps. 2. Refine: move each suggestion in turn to the candidate that serves the objective best
+       with the others fixed, while that improves it (a greedy first pick suits one keyframe, not always two). 3. Order
+       the suggestions as a greedy pass over them would add them: the order to edit them in.
+    """
+    target, max_keyframes = check_target(target), check_budget(max_keyframes)
+    given = sorted({int(k) for k in given})
+    score = lambda keys: float(np.minimum(table.coverage(keys), target).sum())  # noqa: E731
+
+    # 1. Greedy
+    suggested: list[int] = []
+    while len(suggested) < max_keyframes and (table.coverage(given + suggested) < target - 1e-9).any():
+        nxt = _best_addition(table, given + suggested, table.candidates, score)
+        if nxt is None:  # no candidate explains anything more
+            break
+        suggested.append(nxt)
+
+    # 2. Refine, one suggestion at a time (at most a few passes: each accepted move strictly raises the objective)
+    for _ in range(8):
+        moved = False
+        for i in range(len(suggested)):
+            others = given + suggested[:i] + suggested[i + 1 :]
+            current = score(others + [suggested[i]])
+            better = _best_addition(table, others, table.candidates, score, above=current)
+            if better is not None:
+                suggested[i], moved = better, True
+        if not moved:
+            break
+
+    # 3. The order to edit them in
+    ordered: list[int] = []
+    while len(ordered) < len(suggested):
+        ordered.append(_best_addition(table, given + ordered, [c for c in suggested if c not in ordered], score, above=-1.0))
+    steps = tuple(table.coverage(given + ordered[: i + 1]) for i in range(len(ordered)))
+    coverage_given = table.coverage(given)
+    return KeyframePlan(tuple(given), tuple(ordered), target, coverage_given, steps[-1] if steps else coverage_given, steps)
+
+
+def plan_keyframes(source, given: Sequence[int] = (), *, max_keyframes: int = 5, target: float = 0.95,
+                   settings: CoverageSettings = CoverageSettings(), progress: bool = True) -> tuple[KeyframePlan, CoverageTable]:
+    """Measure the clip's coverage (`measure_coverage`) and suggest keyframes to add to `given` (negative indices count
+    from the end): (the plan, the table it was made from)."""
+    target, max_keyframes = check_target(target), check_budget(max_keyframes)
+    num_frames = len(source)
+    if num_frames < 2:
+        raise UsageError(f"the clip has {num_frames} frame(s): with nothing to propagate to, there is no keyframe to suggest")
+    for k in given:
+        if not -num_frames <= k < num_frames:
+            raise UsageError(f"keyframe {k} is outside the clip (0..{num_frames - 1}, or -{num_frames}..-1 from the end)")
+    given = sorted({k % num_frames for k in given})
+    table = measure_coverage(source, settings, extra=given, progress=progress)
+    return suggest_keyframes(table, given, max_keyframes=max_keyframes, target=target), table
+
+
+def _best_addition(table: CoverageTable, chosen: list[int], candidates, score, above: float | None = None) -> int | None:
+    """The candidate (not chosen) whose addition scores highest, if above `above` (default: the score without it);
+    ties go to the earlier frame."""
+    bar = score(chosen) if above is None else above
+    best = None
+    for c in candidates:
+        if c in chosen:
+            continue
+        value = score(chosen + [c])
+        if value > bar + 1e-9:
+            best, bar = c, value
+    return best
+
+
+def evenly_spaced(num_frames: int, count: int) -> list[int]:
+    """`count` keyframes at the centres of `count` equal parts of the clip (what a user spacing them by hand does, and
+    what keeps every frame nearest to a keyframe)."""
+    if count < 1:
+        raise UsageError(f"need at least one keyframe, got {count}")
+    return sorted({min(num_frames - 1, int((i + 0.5) * num_frames / count)) for i in range(count)})
