@@ -9,7 +9,7 @@ target or --max keyframes are suggested. Coverage is measured at a reduced size 
 candidate keyframes every few frames, so a 231-frame clip takes about 20 s of CPU time.
 
 Writes OUT.json ("suggested": frame indices in the order to edit them, "coverage": per frame, ...) and OUT.png
-(coverage against frame index, the suggestions marked), and prints a short table.
+(coverage against frame index, the suggestions marked, and the keyframes' pictures), and prints a short table.
 
 Examples:
   magicprop keyframes clip.mp4 -o plan.json                          # from scratch: where to put keyframes
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
     # 3. Measure and suggest; write the picture, then the record (its presence marks the plan complete)
     plan, table = plan_keyframes(frames, given, max_keyframes=args.max_keyframes, target=args.target, settings=settings)
-    plot_plan(plan, picture, title=f"{video.name}: keyframe coverage (orange: suggestions, in the order to edit them)")
+    plot_plan(plan, picture, title=f"{video.name}: keyframe coverage (orange: suggestions, in the order to edit them)", frames=frames)
     record = {"video": str(video.resolve()), **plan_record(plan, table), "seconds": round(time.time() - t0, 2)}
     atomic_write_json(out, record)
     print(format_plan(plan, table))

@@ -52,34 +52,44 @@ def format_plan(plan: KeyframePlan, table: CoverageTable) -> str:
     return "\n".join(lines)
 
 
-def plot_plan(plan: KeyframePlan, path: str | Path, title: str = "") -> Path:
+def plot_plan(plan: KeyframePlan, path: str | Path, title: str = "", frames=None) -> Path:
     """Coverage against frame index (given keyframes alone, dashed; with the suggestions, solid), the target, the given
-    keyframes (grey) and the suggestions (numbered in the order to edit them); written atomically."""
+    keyframes (grey) and the suggestions (numbered in the order to edit them); with `frames` (the clip, any size), the
+    keyframes' pictures below it. Written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    frames = np.arange(len(plan.coverage))
-    fig, ax = plt.subplots(figsize=(7, 3.4), dpi=110)
+    shown = [(k, "given") for k in plan.given] + [(k, f"edit {i + 1}") for i, k in enumerate(plan.suggested)]
+    shown = shown[:8] if frames is not None else []
+    fig = plt.figure(figsize=(7, 3.4 + (1.5 if shown else 0)), dpi=110)
+    grid = fig.add_gridspec(2 if shown else 1, max(len(shown), 1), height_ratios=[3.4, 1.5] if shown else [1])
+    ax = fig.add_subplot(grid[0, :])
+    index = np.arange(len(plan.coverage))
     if plan.given:
-        ax.plot(frames, plan.coverage_given, "--", color="C7", label=f"keyframes {', '.join(map(str, plan.given))}")
+        ax.plot(index, plan.coverage_given, "--", color="C7", label=f"keyframes {', '.join(map(str, plan.given))}")
     if plan.suggested:
-        ax.plot(frames, plan.coverage, "-", color="C0", label=f"with the suggestions {', '.join(map(str, plan.suggested))}")
+        ax.plot(index, plan.coverage, "-", color="C0", label=f"with the suggestions {', '.join(map(str, plan.suggested))}")
     ax.axhline(plan.target, color="C3", lw=1, ls=":", label=f"target {plan.target:.0%}")
     for k in plan.given:
         ax.axvline(k, color="C7", lw=1)
     for i, k in enumerate(plan.suggested):
         ax.axvline(k, color="C1", lw=1.5)
         ax.annotate(str(i + 1), (k, 1.0), xytext=(3, -12), textcoords="offset points", color="C1", fontweight="bold")
-    shown = [plan.coverage] + ([plan.coverage_given] if plan.given else [])
-    ax.set_ylim(min(0.5, min(float(c.min()) for c in shown)) - 0.02, 1.02)
-    ax.set_xlim(-0.5, len(frames) - 0.5)
+    curves = [plan.coverage] + ([plan.coverage_given] if plan.given else [])
+    ax.set_ylim(min(0.5, min(float(c.min()) for c in curves)) - 0.02, 1.02)
+    ax.set_xlim(-0.5, len(index) - 0.5)
     ax.set_xlabel("frame index")
     ax.set_ylabel("fraction explained")
     ax.set_title(title or "keyframe coverage (orange: suggested keyframes, in order)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
+    for j, (k, label) in enumerate(shown):
+        thumb = fig.add_subplot(grid[1, j])
+        thumb.imshow(np.asarray(frames[k]))
+        thumb.set_title(f"frame {k} ({label})", fontsize=8, color="C1" if label != "given" else "C7")
+        thumb.axis("off")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp)
