@@ -138,6 +138,32 @@ class CoverageTable:
         pair = tuple(k for k in (a, b) if k is not None)
         return self._count(pair, t) / (self.size[0] * self.size[1])
 
+    def quality(self, keyframes: Iterable[int], horizon: float | None) -> np.ndarray:
+        """(T,) coverage with each explained pixel weighted by the distance to the keyframe it is taken from,
+        w(d) = 1 / (1 + d / horizon): the nearer of the two neighbouring keyframes where both explain it (`flow`'s
+        rule: the nearest valid keyframe wins), else the one that does. A warp's quality falls with distance (the
+        map's residual error, the source's changes since the keyframe), which validity alone does not see. None:
+        plain coverage."""
+        keys = sorted(set(keyframes))
+        if horizon is None or not keys:
+            return self.coverage(keys)
+        self._check(keys)
+        n, w = self.size[0] * self.size[1], lambda d: 1.0 / (1.0 + d / horizon)  # noqa: E731
+        out = np.zeros(self.num_frames)
+        for a, b in zip([None, *keys], [*keys, None]):
+            for t in range(0 if a is None else a, self.num_frames if b is None else b + 1):
+                if t in (a, b):
+                    out[t] = 1.0
+                    continue
+                sides = [k for k in (a, b) if k is not None]
+                near = min(sides, key=lambda k: abs(t - k))  # a tie goes to the earlier keyframe
+                value = w(abs(t - near)) * self._count((near,), t)
+                if len(sides) == 2:  # what only the farther one explains
+                    far = b if near == a else a
+                    value += w(abs(t - far)) * (self._count((a, b), t) - self._count((near,), t))
+                out[t] = value / n
+        return out
+
     def _count(self, keys: tuple[int, ...], t: int) -> int:
         """Pixels of frame t that any of `keys` explains (memoised: the greedy search asks the same pairs again)."""
         if t in keys:
