@@ -3,12 +3,12 @@ along the video's depth with PropDPM.
 
 Writes OUT.mp4 (source size and frame rate), OUT.keyframe.png, OUT.comparison.mp4 (source | edited) and OUT.json
 (every setting, seed and model id). `--config OUT.json` runs the same edit again; flags given beside it win.
-The keyframe ("auto") is the frame whose mask is largest, else the middle frame; with --keyframe-image, the frame the image
-was edited from, found by its structure (frame 0 when none matches confidently). With --keyframes auto (or a list of
-frames), stage I edits several keyframes that agree: the first from the prompt, each later one image-to-image from the
-edit carried to its frame by flow. --masks keeps the source outside
-the per-frame masks (with a soft edge), so a local edit leaves the background untouched. A killed run continues with
---resume. Models are hub ids or local folders; offline, a model missing from the cache fails at once.
+The keyframe ("auto") is the frame whose mask is largest, else the middle frame; with --keyframe-image, the frame the
+image was edited from, found by its structure (frame 0 when none matches confidently). With --keyframes auto (or a list
+of frames), stage I edits several keyframes that agree: the first from the prompt, each later one image-to-image from
+the edit carried to its frame by flow. --masks keeps the source outside the per-frame masks (with a soft edge), so a
+local edit leaves the background untouched. A killed run continues with --resume. Models are hub ids or local folders;
+offline, a model missing from the cache fails at once.
 
 Examples:
   magicprop edit clip.mp4 --prompt "a bear walking through stars" --seed 0 -o bear.mp4
