@@ -337,7 +337,7 @@ class MagicPropPipeline:
         k = next(iter(user_images)) if user_images is not None else choose_keyframe(num_frames, frame_masks, keyframe_index)
         match = None
         if user_image is not None and keyframe_index == "auto":  # the frame the image was edited from (issue 24)
-            match = find_keyframe(frames, user_image)
+            match = find_keyframe(frames, user_image, progress=True)
             logger.info(match.describe())
             k = match.index
         order = series_order(keyframe_indices, frames) if keyframe_indices is not None else [k]
