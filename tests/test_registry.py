@@ -79,7 +79,7 @@ def test_auto_is_propdpm_with_a_model_and_flow_without(caplog):
 
     assert resolve("auto", model_given=True).name == "propdpm"
     with caplog.at_level("INFO"):
-        assert resolve("auto", model_given=False).name == "flow"
+        assert resolve("auto", model_given=False, announce=True).name == "flow"
     assert "no propagation model given" in caplog.text and "--model" in caplog.text
     assert resolve("copy", model_given=True).name == "copy"  # a named choice is never overridden
     assert MagicPropPipeline().propagator.name == "flow"  # the pipeline's default is auto too

@@ -21,6 +21,7 @@ COMMANDS = (
     "demo",
     "edit",
     "propagate",
+    "keyframes",
     "batch",
     "info",
     "synth",

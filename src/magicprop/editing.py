@@ -9,6 +9,9 @@ Three editors share one entry point, `edit_keyframe(image, depth, prompt, ...) -
   it (`StableDiffusionControlNetInpaintPipeline`) and pastes the untouched frame back outside.
 - `UserKeyframe`: a keyframe edited in any other tool, at any size, fitted to the clip's frame size.
 - `mask_from_points`: a keyframe mask from clicks, with Segment Anything (the paper's suggestion in section 4).
+
+`edit_keyframe_series` edits several keyframes so that they agree: each later one starts from the edit carried to its
+frame and is refined image-to-image (`KEYFRAME_STRENGTH`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -329,6 +332,32 @@ class ControlNetDepthEditor:
             radius = default_feather(h, w) if feather is None else feather
             edited = composite(edited, image, feather_mask(mask, radius))
         return edited
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Several keyframes that agree
+# ---------------------------------------------------------------------------------------------------------------------
+# The strength at which stage I refines a later keyframe from the edit carried to it: the diffusers img2img pipelines
+# run the last `strength` of the schedule, so 0.5 keeps the carried picture's layout and colours and repaints its
+# detail (and what the carried edit could not explain, which the fill only approximated). Not tuned on real weights.
+KEYFRAME_STRENGTH = 0.5
+
+
+def edit_keyframe_series(
+    order: Sequence[int],
+    edit: Callable[[int, np.ndarray | None], np.ndarray],
+    carry: Callable[[dict[int, np.ndarray], int], np.ndarray],
+) -> dict[int, np.ndarray]:
+    """Stage I on several keyframes that agree with each other, in `order`: the first edited from its own frame,
+    `edit(k, None)`; every later one from the keyframes edited so far carried to its frame, `edit(k, carry(edited, k))`,
+    where `edit` refines its start image image-to-image (with the depth ControlNet, at `KEYFRAME_STRENGTH`, inside the
+    frame's mask if any). Returns {frame index: edited keyframe}, in `order`."""
+    edited: dict[int, np.ndarray] = {}
+    for j, k in enumerate(order):
+        if k in edited:
+            raise UsageError(f"frame {k} is named twice; give each keyframe once")
+        edited[k] = edit(k, None if j == 0 else carry(dict(edited), k))
+    return edited
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -48,6 +48,8 @@ class EditJob:
     keyframe_index: int | str = "auto"
     keyframe_image: str | None = None  # a keyframe edited in another tool (instead of a prompt)
     keyframes: str | None = None  # a folder of several edited keyframes, each named by its frame index (0.png, 31.png)
+    edit_keyframes: str | None = None  # frames stage I edits from the prompt, in order ("0,40,79"), or "auto" (suggested)
+    keyframe_strength: float = 0.5  # img2img strength of stage I on the later ones (editing.KEYFRAME_STRENGTH)
     seed: int | None = None  # None draws one; OUT.json records it
     steps: int = 30  # stage I sampling steps
     guidance_scale: float = 7.5
@@ -204,6 +206,7 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
     import torch  # here, not at the top: `magicprop --help` does not load torch
 
     from . import __version__
+    from .keyframes.series import check_series, parse_frame_list
     from .pipeline import check_call_inputs
     from .video import VideoWriter, load_mask, read_video, save_image, side_by_side
 
@@ -214,6 +217,8 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
     if job.keyframes and (job.keyframe_image or job.prompt):
         raise UsageError("give either --keyframes DIR (several edited keyframes) or one --keyframe-image / --prompt, not both")
     keyframe_paths = keyframe_files(job.keyframes) if job.keyframes else None
+    series = parse_frame_list(job.edit_keyframes)  # several keyframes for stage I ("auto" or frame indices)
+    check_series(series, prompt=job.prompt, keyframe_image=job.keyframe_image, keyframes_folder=job.keyframes, strength=job.keyframe_strength)
     check_call_inputs(job.prompt, keyframe_paths or job.keyframe_image, job.mask or job.masks, job.mask_points, job.strength)
     if job.mask and job.masks:
         raise UsageError("give either --mask (the keyframe's) or --masks (one per frame), not both")
@@ -253,6 +258,7 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
         strength=job.strength, propagation_steps=job.propagation_steps, propagation_guidance_scale=job.propagation_guidance_scale,
         generator=torch.Generator().manual_seed(seed), depth=job.depth, max_pixels=job.max_pixels, work_dir=outputs.work,
         resume=job.resume, mask_points=[tuple(p) for p in job.mask_points] if job.mask_points else None, feather=job.feather,
+        keyframe_indices=series, keyframe_strength=job.keyframe_strength,
     )  # fmt: skip
 
     # 5. Write the outputs, the record last
@@ -269,7 +275,8 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
         "video": str(Path(job.video).resolve()),
         "output": str(outputs.video.resolve()),
         "settings": settings,
-        "keyframe_indices": sorted(i % len(source) for i in keyframe_paths) if keyframe_paths else [out.keyframe_index],
+        "keyframe_indices": sorted(i % len(source) for i in keyframe_paths) if keyframe_paths else sorted(out.keyframe_indices),
+        "keyframe_match": out.keyframe_match.as_dict() if out.keyframe_match is not None else None,
         "models": {k: str(Path(v).resolve()) if v and Path(v).exists() else v for k, v in pipe.model_ids.items() if _used(k, job)},
         "source": {"frames": len(source), "height": int(size[0]), "width": int(size[1]), "fps": fps},
         "working_size": list(pipe.working_size(*size, job.max_pixels)),

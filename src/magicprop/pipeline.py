@@ -12,6 +12,7 @@ nothing: a run from a user's keyframe image never loads Stable Diffusion.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -27,10 +28,13 @@ from PIL import Image
 
 from .devices import cast_if_needed, move, on_device, resolve_device, resolve_dtype
 from .editing import (
-    ControlNetDepthEditor, PointSegmenter, UserKeyframe, choose_keyframe, composite, default_feather, feather_mask, split_masks,
+    KEYFRAME_STRENGTH, ControlNetDepthEditor, PointSegmenter, UserKeyframe, choose_keyframe, composite, default_feather,
+    edit_keyframe_series, feather_mask, split_masks,
 )  # fmt: skip
 from .errors import UsageError, first_line
 from .fileio import atomic_write_json, require_file
+from .keyframes import KeyframeMatch, find_keyframe
+from .keyframes.series import carry_edit, check_series, series_order
 from .models.bundle import PropagationModels
 from .models.configs import DEFAULT_IDS
 from .models.encoders import vae_scale_factor
@@ -62,6 +66,8 @@ class MagicPropOutput:
     keyframe_index: int
     depth: np.ndarray | None  # (T, h, w) float32 in [0, 1] at the working size; None when the run needed none
     fps: float | None = None  # the source's frame rate when `video` was a file; None for an array
+    keyframe_indices: tuple[int, ...] = ()  # every keyframe of the run, in the order stage I edited them
+    keyframe_match: KeyframeMatch | None = None  # how `keyframe_index` was found for a keyframe image given alone
 
 
 class MagicPropPipeline:
@@ -119,7 +125,7 @@ class MagicPropPipeline:
             hooks) and PropDPM is moved there only while it propagates.
         load_editor: False never loads stage I (a prompt is then refused): for propagation-only services.
         """
-        chosen = resolve(propagator, model_given=propagation_model is not None)
+        chosen = resolve(propagator, model_given=propagation_model is not None, announce=True)  # the run's one line
         dev = resolve_device(device)
         dtype = resolve_dtype(torch_dtype, dev)
         models = None
@@ -272,6 +278,8 @@ class MagicPropPipeline:
         mask_points: Sequence[tuple[float, float]] | None = None,
         feather: int | None = None,
         propagator: str | Propagator | None = None,
+        keyframe_indices: Sequence[int] | Literal["auto"] | None = None,
+        keyframe_strength: float = KEYFRAME_STRENGTH,
     ) -> MagicPropOutput:
         """Edit `video` ((T, H, W, 3) uint8 or a path) and return it edited, at its own size: `edit_keyframe` (stage I,
         unless keyframes are given) then `propagate` (stage II), both at the working size.
@@ -280,7 +288,9 @@ class MagicPropPipeline:
         mask: (H, W) keyframe mask: SD repaints only inside it. (T, H, W) per-frame masks: also composites every output
             frame over the source outside its mask, with a `feather`-pixel soft edge (default 1% of the longer side).
         mask_points: (x, y) clicks on the keyframe (source pixels): the keyframe mask from Segment Anything.
-        keyframe_index: int (negative from the end) or "auto" (see `editing.choose_keyframe`).
+        keyframe_index: int (negative from the end) or "auto": with a `keyframe_image`, the frame it was edited from,
+            found by its structure (`keyframes.find_keyframe`; frame 0 when nothing matches confidently, said in one
+            line); else `editing.choose_keyframe` (the largest mask, or the middle frame).
         keyframe_image: a keyframe edited elsewhere (stage I is skipped); or several, {frame index: image}, each kept
             exactly and propagated to its neighbours; `keyframe_index` is then unused and `output.keyframe` is the
             first of them.
@@ -292,8 +302,12 @@ class MagicPropPipeline:
             propagator finishes frames; it ends at (total, total). Raising from it stops the run (finished work stays
             in work_dir for `resume`); the web UI cancels this way.
         propagator: a registry name (`magicprop.propagation.PROPAGATORS`) or a Propagator; default the pipeline's.
+        keyframe_indices: several keyframes for stage I, frame indices in the order to edit them, or "auto" (the
+            suggested ones, `keyframes.suggest_keyframes`): the first is edited from `prompt`, each later one starts
+            from the edits so far carried to it by `flow` and is refined image-to-image at `keyframe_strength`.
         """
         # 1. Check inputs
+        check_series(keyframe_indices, prompt=prompt, keyframe_image=keyframe_image, strength=keyframe_strength)
         check_call_inputs(prompt, keyframe_image, mask, mask_points, strength)
         if output_type not in ("np", "pil"):
             raise UsageError(f"output_type must be 'np' or 'pil', got {output_type!r}")
@@ -321,6 +335,13 @@ class MagicPropPipeline:
         if user_images is not None:
             user_images = resolve_keyframes(user_images, num_frames)
         k = next(iter(user_images)) if user_images is not None else choose_keyframe(num_frames, frame_masks, keyframe_index)
+        match = None
+        if user_image is not None and keyframe_index == "auto":  # the frame the image was edited from (issue 24)
+            match = find_keyframe(frames, user_image, progress=True)
+            logger.info(match.describe())
+            k = match.index
+        order = series_order(keyframe_indices, frames) if keyframe_indices is not None else [k]
+        k = order[0]
         if frame_masks is not None:
             key_mask = frame_masks[k]
         if mask_points:
@@ -339,7 +360,9 @@ class MagicPropPipeline:
             edit_args = dict(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
                              guidance_scale=guidance_scale, strength=strength, mask=_resize_mask(key_mask, (h, w)),
                              feather=None if feather is None else round(feather * w / width))  # fmt: skip
-            keyframes = {k: self._stage_one(work[k], depth_map, k, user_image, edit_args, seed, generator, work_dir, resume)}
+            edit = functools.partial(self._edit_in_series, work, depth_map, frame_masks, order, user_image, edit_args,
+                                     keyframe_strength, seed, generator, work_dir, resume)  # fmt: skip
+            keyframes = edit_keyframe_series(order, edit, lambda edited, i: carry_edit(work, edited, i))
 
         # 6. Stage II: propagate the keyframes to every other frame, at the working size
         settings = PropagationSettings(num_inference_steps=propagation_steps, guidance_scale=propagation_guidance_scale, seed=seed)
@@ -353,7 +376,22 @@ class MagicPropPipeline:
             out[t] = frame if frame_masks is None else composite(frame, frames[t], feather_mask(frame_masks[t], radius))
         key_out = resize_frames(keyframes[k], (height, width))
         result = out if output_type == "np" else [Image.fromarray(f) for f in out]
-        return MagicPropOutput(frames=result, keyframe=key_out, keyframe_index=k, depth=depth_map if chosen.needs_depth else None, fps=fps)
+        return MagicPropOutput(frames=result, keyframe=key_out, keyframe_index=k, depth=depth_map if chosen.needs_depth else None, fps=fps,
+                               keyframe_indices=tuple(keyframes if len(keyframes) > 1 else [k]), keyframe_match=match)
+
+    def _edit_in_series(self, work, depth_map, frame_masks, order: list[int], user_image, edit_args: dict, strength: float,
+                        seed: int, generator, work_dir, resume, k: int, start: np.ndarray | None) -> np.ndarray:  # fmt: skip
+        """Keyframe k of `order` (`editing.edit_keyframe_series`): the first from its frame, as a single keyframe is
+        made; a later one image-to-image from `start`, the edit carried to it, at `strength`, with its own mask, depth
+        and seed, and kept in its own folder of the work folder."""
+        if start is None:
+            return self._stage_one(work[k], depth_map, k, user_image, edit_args, seed, generator, work_dir, resume)
+        args = {**edit_args, "strength": strength}
+        if frame_masks is not None:
+            args["mask"] = _resize_mask(frame_masks[k], work.shape[1:3])
+        depth = depth_map[k : k + 1] if len(depth_map) == len(work) else self._depth(None, work, k, work_dir, whole_clip=False, for_edit=True)
+        later = None if work_dir is None else work_dir / "keyframes" / f"{k:05d}"
+        return self._stage_one(start, depth, k, None, args, seed + order.index(k), None, later, resume)
 
     def _stage_one(self, frame, depth_map, k: int, user_image, edit_args: dict, seed: int, generator, work_dir, resume) -> np.ndarray:
         """The keyframe edited by SD (a prompt) or fitted from the user's image; cached in the work folder."""

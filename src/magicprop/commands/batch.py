@@ -3,6 +3,8 @@
 Each line holds the settings of one `magicprop edit` run, with the long flag names in snake_case:
   {"video": "clips/dog.mp4", "prompt": "a wolf in the snow", "seed": 0, "output": "dog_wolf.mp4"}
   {"video": "clips/car.mp4", "keyframe_image": "car_red.png", "keyframe_index": 0, "masks": "car_masks/"}
+  {"video": "clips/cat.mp4", "keyframe_image": "cat_first_frame_edited.png"}   (its frame is found, as in propagate)
+  {"video": "clips/cat.mp4", "prompt": "a dog", "edit_keyframes": "auto"}       (stage I on the suggested keyframes)
 Relative paths are taken from the JSON-lines file's folder; outputs from --output-dir when given. A job without
 "output" writes OUTPUT_DIR/<video name>-<line number>.mp4. Jobs whose OUT.mp4 and OUT.json both exist are skipped, so
 re-running the same file finishes what a killed batch left. A failing job prints one line and the rest still run;

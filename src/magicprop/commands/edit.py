@@ -3,15 +3,20 @@ along the video's depth with PropDPM.
 
 Writes OUT.mp4 (source size and frame rate), OUT.keyframe.png, OUT.comparison.mp4 (source | edited) and OUT.json
 (every setting, seed and model id). `--config OUT.json` runs the same edit again; flags given beside it win.
-The keyframe ("auto") is the frame whose mask is largest, else the middle frame. --masks keeps the source outside
-the per-frame masks (with a soft edge), so a local edit leaves the background untouched. A killed run continues with
---resume. Models are hub ids or local folders; offline, a model missing from the cache fails at once.
+The keyframe ("auto") is the frame whose mask is largest, else the middle frame; with --keyframe-image, the frame the
+image was edited from, found by its structure (frame 0 when none matches confidently). With --keyframes auto (or a list
+of frames), stage I edits several keyframes that agree: the first from the prompt, each later one image-to-image from
+the edit carried to its frame by flow. --masks keeps the source outside the per-frame masks (with a soft edge), so a
+local edit leaves the background untouched. A killed run continues with --resume. Models are hub ids or local folders;
+offline, a model missing from the cache fails at once.
 
 Examples:
   magicprop edit clip.mp4 --prompt "a bear walking through stars" --seed 0 -o bear.mp4
   magicprop edit clip.mp4 --prompt "a red toy car" --masks car_masks/ --strength 0.8 -o red_car.mp4
   magicprop edit clip.mp4 --prompt "a golden car" --mask-point 320,240 --keyframe-index 12 -o golden.mp4
   magicprop edit clip.mp4 --keyframe-image my_edit.png --propagator flow -o flow.mp4
+  magicprop edit clip.mp4 --prompt "a dog" --keyframes auto -o dog.mp4      # stage I on the suggested keyframes
+  magicprop edit clip.mp4 --prompt "a dog" --keyframes 0,12 --keyframe-strength 0.4 -o dog.mp4
   magicprop edit clip.mp4 --config bear.json -o bear_again.mp4
 """
 
@@ -61,8 +66,9 @@ def add_stage2_arguments(p: argparse.ArgumentParser, *, aliases: bool = False) -
     g = p.add_argument_group("stage II (propagation)")
     g.add_argument("--keyframe-index", type=keyframe_index, default=S, metavar="I|auto", help="frame to edit; negative counts from the end (default: auto)")
     g.add_argument("--keyframe-image", default=S, metavar="K.png", help="a keyframe you edited in any tool (fitted to the video's size)")
-    g.add_argument("--keyframes", default=S, metavar="DIR",
-                   help="several edited keyframes, each named by its frame index (0.png, 31.png): each kept exactly; between two, flow takes each pixel from the nearer valid one, the others crossfade")
+    g.add_argument("--keyframes", default=S, metavar="DIR|auto|I,J,K",
+                   help="DIR: several edited keyframes, each named by its frame index (0.png, 31.png): each kept exactly; between two, flow takes each pixel from the nearer valid one, the others crossfade. "
+                        "With `edit --prompt`: auto or I,J,K, the frames stage I edits (auto: those `magicprop keyframes` suggests), each later one started from the edit carried to it")
     g.add_argument("--masks", default=S, metavar="DIR", help="per-frame masks (numbered images): the output keeps the source outside them")
     g.add_argument("--feather", type=int, default=S, metavar="PX", help="soft edge of --masks in pixels (default: 1%% of the longer side)")
     described = "; ".join(f"{name}: {p.summary}" for name, p in PROPAGATORS.items())
@@ -103,6 +109,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"prompt guidance (default: {d.guidance_scale:g})")
     g.add_argument("--strength", type=float, default=S, metavar="S",
                    help="in (0, 1]: start from the frame and keep more of it (default: paint from noise; 1 with a mask)")
+    g.add_argument("--keyframe-strength", type=float, default=S, metavar="S",
+                   help=f"with --keyframes auto|I,J,K: how freely stage I repaints each later keyframe from the edit carried to it (default: {d.keyframe_strength:g})")
     g.add_argument("--base-model", default=S, metavar="ID|PATH", help=f"SD 1.x model (default: {d.base_model})")
     g.add_argument("--controlnet", default=S, metavar="ID|PATH", help=f"depth ControlNet (default: {d.controlnet})")
     g.add_argument("--sam-model", default=S, metavar="ID|PATH", help=f"Segment Anything for --mask-point (default: {d.sam_model})")
@@ -113,9 +121,15 @@ def job_from_args(args: argparse.Namespace):
     """Defaults < --config file < flags given on the command line."""
     from ..jobs import EditJob, load_config
 
+    from ..keyframes.series import is_frame_list
+
     names = {f.name for f in dataclasses.fields(EditJob)}
     values = load_config(args.config) if getattr(args, "config", None) else {}
-    values.update({k: v for k, v in vars(args).items() if k in names})
+    flags = {k: v for k, v in vars(args).items() if k in names}
+    if is_frame_list(flags.get("keyframes")):  # --keyframes auto|I,J,K: frames for stage I, not a folder of edits
+        flags["edit_keyframes"] = flags.pop("keyframes")
+        values.pop("keyframes", None)
+    values.update(flags)
     config = getattr(args, "config", None)
     return EditJob.from_mapping(values, where=f"--config {config} with the command line" if config else "command line")
 

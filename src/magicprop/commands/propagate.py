@@ -1,13 +1,18 @@
-"""Propagate a keyframe you edited yourself (in any tool) through the video with PropDPM: `magicprop edit` without
-stage I, so Stable Diffusion is never loaded.
+"""Propagate a keyframe you edited yourself (in any tool) through the video: `magicprop edit` without stage I, so Stable
+Diffusion is never loaded.
 
 Writes the same files as `magicprop edit`: OUT.mp4 (source size and frame rate), OUT.keyframe.png,
 OUT.comparison.mp4 and OUT.json (`--config OUT.json` runs it again). The keyframe image may have any size: it is
-resized to the video's (with a warning when that stretches it). Without --keyframe-index it is taken to be the middle
-frame's edit (or the largest-mask frame's, with --masks). With --keyframes DIR, several edited keyframes (each named by
-its frame index) are each propagated to their neighbours and crossfaded between them; every keyframe is kept exactly.
+resized to the video's (with a warning when that stretches it). Without --keyframe-index, the frame it was edited from
+is found by matching structure (edges, not colours) and said in one line with its confidence; when no frame matches
+confidently, frame 0 is used (the usual case: an edited first frame) and said so. With --keyframes DIR, several edited
+keyframes (each named by its frame index) are propagated together; every keyframe is kept exactly.
+
+By default (no --model) the propagator is `flow`: the edited keyframe warped through anchored optical-flow maps, with
+guided patch synthesis for what it cannot explain; no weights are needed. With --model it is PropDPM (the paper).
 
 Examples:
+  magicprop propagate clip.mp4 --keyframe-image first_frame_edited.png -o edited.mp4   # flow; the frame is found
   magicprop propagate clip.mp4 --keyframe-image frame12_edited.png --keyframe-index 12 --seed 0 -o edited.mp4
   magicprop propagate clip.mp4 --keyframe-image edit.png --keyframe-index 0 --depth clip_depth.npz --model runs/sd15/final -o edited.mp4
   magicprop propagate clip.mp4 --keyframe-image edit.png --keyframe-index 0 --propagator flow -o flow.mp4
@@ -38,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     job = job_from_args(args)
     if job.prompt or job.mask or job.mask_points:
         raise UsageError("propagate takes no prompt or keyframe mask (its --config asks for a stage I edit); use `magicprop edit`")
+    if job.edit_keyframes:
+        raise UsageError(f"--keyframes {job.edit_keyframes} picks frames for stage I to edit from a prompt: use `magicprop edit --prompt ... --keyframes {job.edit_keyframes}`, or give propagate --keyframes DIR of keyframes you edited")
     if not job.keyframe_image and not job.keyframes:
         raise UsageError("propagate needs --keyframe-image K.png or --keyframes DIR (or use `magicprop edit --prompt ...`)")
     report(run_job(job, command=NAME), job.output)

@@ -56,15 +56,16 @@ def choices() -> list[str]:
     return [AUTO, *PROPAGATORS]
 
 
-def resolve(name: str | Propagator, *, model_given: bool) -> Propagator:
+def resolve(name: str | Propagator, *, model_given: bool, announce: bool = False) -> Propagator:
     """The propagator a user's choice means. "auto": PropDPM when a propagation model was given (`--model`), else the
-    weight-free `flow`, said in one log line."""
+    weight-free `flow`; with `announce`, the choice of `flow` is said in one log line (the pipeline announces it once,
+    when it is built; every other caller only asks)."""
     if isinstance(name, Propagator):
         return name
     if name != AUTO:
         return get_propagator(name)
     chosen = get_propagator(AUTO_WITH_MODEL if model_given else AUTO_WITHOUT_MODEL)
-    if not model_given:
+    if announce and not model_given:
         logging.getLogger(__name__).info(
             "propagator: %s (no propagation model given; pass --model DIR for PropDPM, or --propagator NAME)", chosen.name
         )

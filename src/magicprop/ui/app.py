@@ -73,6 +73,9 @@ def build_app(
                 gr.Examples(examples=[[p] for p in examples.paths], inputs=[clip_in], label="Synthetic examples")
             with gr.Column(scale=1):
                 clip_info = gr.Markdown("Upload a clip or pick an example.", elem_id="magicprop-clip-info")
+                coverage = gr.Image(label="Keyframe coverage: how much of each frame the keyframes explain", type="filepath",
+                                    interactive=False, height=220, elem_id="magicprop-coverage")  # fmt: skip
+                suggestions = gr.Markdown(elem_id="magicprop-suggestions")
 
         # 3. Steps 2 and 3: pick a keyframe, then generate its edit or upload one
         gr.Markdown("## 2. Keyframe")
@@ -126,17 +129,25 @@ def build_app(
         # 5. Wiring. Light events get their own slots (concurrency_limit=None); model jobs share MODEL_JOBS.
         light = dict(concurrency_limit=None, show_progress="minimal")
         # A rejected upload is cleared after its error shows, so the upload box comes back (and the page resets).
-        clip_in.change(
+        loaded = clip_in.change(
             functools.partial(cb.load_clip, examples=examples), [clip_in, session],
             [clip_info, frame_slider, keyframe, editor], api_name="load_clip", **light,
-        ).failure(lambda: None, None, clip_in, queue=False)  # fmt: skip
+        )  # fmt: skip
+        loaded.failure(lambda: None, None, clip_in, queue=False)
+        loaded.success(cb.suggest_keyframes, [session], [coverage, suggestions], api_name="suggest_keyframes", **light)
         frame_slider.change(cb.show_frame, [frame_slider, session], [editor], api_name="show_frame", **light)
-        keyframe.upload(
+        uploaded = keyframe.upload(
             cb.upload_keyframe, [keyframe, frame_slider, session], [keyframe, keyframe_note], api_name="upload_keyframe", **light
-        ).failure(lambda: None, None, keyframe, queue=False)
+        )
+        uploaded.failure(lambda: None, None, keyframe, queue=False)
+        uploaded.success(cb.keyframe_slider, [session], [frame_slider], queue=False)  # to the frame it was found at
 
-        keep.click(cb.keep_keyframe, [session], [keyframe_note], api_name="keep_keyframe", **light)
-        clear.click(cb.clear_kept, [session], [keyframe_note], api_name="clear_kept", **light)
+        keep.click(cb.keep_keyframe, [session], [keyframe_note], api_name="keep_keyframe", **light).success(
+            cb.suggest_keyframes, [session], [coverage, suggestions], **light
+        )
+        clear.click(cb.clear_kept, [session], [keyframe_note], api_name="clear_kept", **light).success(
+            cb.suggest_keyframes, [session], [coverage, suggestions], **light
+        )
 
         edit_inputs = [editor, prompt, negative, seed, edit_steps, guidance, frame_slider, session]
         generate_fn = functools.partial(cb.generate_keyframe, models=models)

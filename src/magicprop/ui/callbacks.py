@@ -37,6 +37,7 @@ SETTINGS_KEYS = (
     "propagation_steps", "propagation_seed", "models", "seconds",
 )  # fmt: skip
 MAX_SEED = 2**31 - 1
+SUGGESTED = 3  # the most keyframes the page suggests
 
 
 def readable_errors(fn: F) -> F:
@@ -67,7 +68,7 @@ def load_clip(path: str | None, session: Session, examples: Examples | None = No
     """Read an uploaded (or example) clip. Returns (info markdown, slider update, cleared keyframe, editor value)."""
     from ..video import read_video
 
-    session.clip, session.keyframe, session.keyframe_source, session.kept = None, None, None, {}
+    session.clip, session.keyframe, session.keyframe_source, session.kept, session.coverage = None, None, None, {}, None
     if not path:
         return "Upload a clip or pick an example.", gr.update(value=0, maximum=1, interactive=False), None, None
     with _shown_as_name(path):
@@ -162,7 +163,10 @@ def generate_keyframe(
 
 @readable_errors
 def upload_keyframe(path: str | None, index: float | int, session: Session) -> tuple[Any, str]:
-    """A keyframe edited elsewhere, resized to the clip's frame size (the pipeline's own rule: `video.fit_image`)."""
+    """A keyframe edited elsewhere, resized to the clip's frame size (the pipeline's own rule: `video.fit_image`), for
+    the frame it was edited from when its structure matches one confidently (`keyframes.find_keyframe`), else for the
+    slider's frame (`keyframe_slider` then moves the slider there)."""
+    from ..keyframes import find_keyframe
     from ..video import fit_image, load_image
 
     clip = _require_clip(session)
@@ -174,8 +178,15 @@ def upload_keyframe(path: str | None, index: float | int, session: Session) -> t
     height, width = clip.frames.shape[1:3]
     fitted = fit_image(image, (height, width))
     k = int(np.clip(int(index or 0), 0, len(clip.frames) - 1))
+    match = find_keyframe(clip.frames, image)
+    found = match.confident and match.index != k
+    k = match.index if match.confident else k
     session.keyframe, session.keyframe_index, session.keyframe_source, session.edit = fitted, k, "uploaded", {}
     note = f"Uploaded keyframe for frame {k}"
+    if found:
+        note += f" (the frame it was edited from, found by its structure: confidence {match.confidence:.2f})"
+    elif not match.confident:
+        note += " (the slider's frame: no frame matched its structure confidently)"
     if image.shape[:2] != (height, width):
         stretched = abs(image.shape[1] / image.shape[0] - width / height) > 0.01 * width / height
         note += f" (resized from {image.shape[1]}×{image.shape[0]} to {width}×{height} px{', stretched' if stretched else ''})"
@@ -192,6 +203,32 @@ def keep_keyframe(session: Session) -> str:
     session.kept[session.keyframe_index] = session.keyframe
     return (f"Kept keyframes: {', '.join(map(str, sorted(session.kept)))}. Move the slider to another frame and generate or "
             "upload its edit; Propagate uses them all.")
+
+
+def keyframe_slider(session: Session) -> dict:
+    """The slider moved to the current keyframe's frame (after an upload found it elsewhere)."""
+    return gr.update() if session.clip is None else gr.update(value=session.keyframe_index)
+
+
+@readable_errors
+def suggest_keyframes(session: Session) -> tuple[str | None, str]:
+    """The clip's keyframe coverage and the frames to edit next (`keyframes.plan_keyframes`, from the kept keyframes):
+    (the coverage plot's path, a note). Measured once per clip; the plan is redone when keyframes are kept."""
+    from ..keyframes import measure_coverage, plot_plan, suggest_keyframes as suggest
+
+    if session.clip is None:
+        return None, ""
+    given = sorted(session.kept)
+    if session.coverage is None or any(k not in session.coverage.candidates for k in given):
+        session.coverage = measure_coverage(session.clip.frames, extra=given, progress=False)
+    plan = suggest(session.coverage, given, max_keyframes=SUGGESTED, target=0.95)
+    path = plot_plan(plan, session.new_run_dir("coverage") / "coverage.png", title="keyframe coverage (orange: suggestions, in order)")
+    if not plan.suggested:
+        return str(path), "The kept keyframes explain at least 95% of every frame: no other keyframe is needed."
+    order = ", ".join(map(str, plan.suggested))
+    after = "every frame is then at least 95% explained" if plan.reached else f"{len(plan.below_target)} frames stay below 95%"
+    start = "With the kept keyframes, edit" if given else "Suggested keyframes: edit"
+    return str(path), f"{start} frame{'s' if len(plan.suggested) > 1 else ''} **{order}**, in this order ({after})."
 
 
 def clear_kept(session: Session) -> str:

@@ -51,6 +51,7 @@ class Session:
         self.keyframe_source: str | None = None  # "generated" or "uploaded"
         self.edit: dict = {}  # the stage I settings that made a generated keyframe, for settings.json
         self.kept: dict[int, np.ndarray] = {}  # earlier keyframes kept for a several-keyframe run, by frame index
+        self.coverage = None  # the clip's keyframe coverage (keyframes.CoverageTable), measured once per clip
         self.runs = 0  # numbers each job's output folder, so a new run never overwrites a file the page still shows
         self.busy: str | None = None  # the running job of this tab ("propagation"), for Cancel's answer
 
