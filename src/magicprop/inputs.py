@@ -70,12 +70,12 @@ def check_max_pixels(max_pixels: int | None, minimum: int = 8 * 8) -> None:
                          "the models work at); leave it out for 512x512 models and full-resolution weight-free propagators")  # fmt: skip
 
 
-def plan_sizes(source: tuple[int, int], working_size: Callable[[int, int, int], tuple[int, int]], *,
+def plan_sizes(source: tuple[int, int], working_size: Callable[[int, int, int | None], tuple[int, int]], *,
                max_pixels: int | None, full_resolution: bool) -> Sizes:  # fmt: skip
-    """The sizes of one call on frames of `source` = (H, W); `working_size(h, w, budget)` is the models' rule (it
-    checks the budget against their smallest frame)."""
+    """The sizes of one call on frames of `source` = (H, W); `working_size(h, w, max_pixels)` is the models' rule (it
+    takes None for `DEFAULT_MAX_PIXELS` and checks a budget against their smallest frame)."""
     height, width = (int(s) for s in source)
-    working = working_size(height, width, max_pixels or DEFAULT_MAX_PIXELS)
+    working = working_size(height, width, max_pixels)
     if not full_resolution:
         return Sizes((height, width), working, working)
     if max_pixels is None or height * width <= max_pixels:

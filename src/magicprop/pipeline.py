@@ -197,9 +197,8 @@ class MagicPropPipeline:
         from .motion import resize_depth
 
         check_call_inputs(prompt, None, mask, None, strength)
-        check_max_pixels(max_pixels)
-        self.prepare(prompt=prompt, depth=depth)
         h, w = self.working_size(*image.shape[:2], max_pixels)
+        self.prepare(prompt=prompt, depth=depth)
         frame = resize_frames(image, (h, w))
         if depth is None:
             key_depth = self._depth(None, Frames.from_array(frame[None]), 0, None, whole_clip=False, for_edit=True)[0]
@@ -252,8 +251,11 @@ class MagicPropPipeline:
             work_dir=None if work_dir is None else work_dir / "propagation", resume=resume, callback=callback,
             working_size=sizes.working,
         )  # fmt: skip
-        frames = propagator(request)
-        with on_device(self.propagation_models if propagator.needs_model else None, self.device, self.cpu_offload):
+        return self._run(propagator(request), self.propagation_models if propagator.needs_model else None)
+
+    def _run(self, frames: Iterator[np.ndarray], models: PropagationModels | None) -> Iterator[np.ndarray]:
+        """Take the frames one by one without gradients, the models on the device meanwhile (CPU offload)."""
+        with on_device(models, self.device, self.cpu_offload):
             while True:
                 with torch.no_grad():  # per frame: a suspended generator must not leave grad mode off for its caller
                     frame = next(frames, None)

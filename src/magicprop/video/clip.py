@@ -10,13 +10,15 @@ header and counts the frames (a decode without colour conversion, as `probe` doe
     for frame in frames: ...                               # in order, one decode pass
     frames.identity                                        # a stable digest for work-folder fingerprints
 
-Reading forward decodes sequentially, each frame once. Reading backward (the backward chains of a propagation) cannot
-run a decoder in reverse: a frame before the decoder's position is found by decoding again from the start of the file
-(exact: seeking lands on keyframes, whose decode can differ from a sequential one in open-GOP files), and the frames
-just before it are kept, so the next backward reads are free. Decoded frames live in one LRU cache per file, bounded in
-bytes (`cache_bytes`, at least 4 frames): memory does not grow with the clip's length. An image folder is read file by
-file, an array (`Frames.from_array`) is indexed without copying. Frames are safe to read from several threads (the
-flow propagator prefetches on a worker).
+Reading forward decodes sequentially, each frame once; two decoders per file follow two readers that move forward
+from different places (the propagation and the writer of the comparison video). Reading backward (the chains before a
+keyframe) cannot run a decoder in reverse: a frame behind both decoders is found by decoding again from the start of
+the file (exact, where seeking would land on keyframes whose decode can differ from a sequential one in open-GOP
+files), keeping the frames just before it, so the next backward reads are free: a backward pass over k frames decodes
+about k^2 / capacity frames. Decoded frames live in one LRU cache per file, bounded in bytes (`cache_bytes`, at least
+4 frames): memory does not grow with the clip's length. An image folder is read file by file, an array
+(`Frames.from_array`) is indexed without copying. Frames are safe to read from several threads (the flow propagator
+prefetches on a worker).
 
 `np.asarray(frames)` is refused, so that code meant to stream cannot hold a whole clip by accident; `frames.numpy()`
 does it on purpose (small clips, tests). `clip_digest` gives the same digest API for arrays and `Frames`.
