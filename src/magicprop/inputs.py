@@ -163,6 +163,8 @@ def to_source_size(edited: Iterator[np.ndarray], clip: Frames, sizes: Sizes, fra
 class MaskFiles(Sequence):
     """One mask image per frame, read (and resized to `size`, with a warning) when its frame asks for it."""
 
+    ndim = 3  # T masks of (H, W): np.ndim answers without reading them all
+
     def __init__(self, files: Sequence[str | os.PathLike], size: tuple[int, int]) -> None:
         self.files, self.size = [Path(f) for f in files], size
 

@@ -211,7 +211,10 @@ class _VideoSource(_Source):
                 self.close()
                 raise MagicPropError(f"{self.path} ended after {cursor.index} of its {len(self)} frames; it changed while it was read")
             if cursor.index - 1 >= keep_from:
-                self._keep(cursor.index - 1, np.ascontiguousarray(_frame_to_rgb(self.path, frame)))
+                rgb = _frame_to_rgb(self.path, frame)
+                if rgb.shape[:2] != self._size:  # a stream that changes resolution midway: every frame gets the first's
+                    rgb = resize_frames(rgb, self._size)
+                self._keep(cursor.index - 1, np.ascontiguousarray(rgb))
         return self.cache[t]
 
     def _content_digest(self) -> str:
