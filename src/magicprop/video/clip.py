@@ -15,7 +15,7 @@ from different places (the propagation and the writer of the comparison video). 
 keyframe) cannot run a decoder in reverse: a frame behind both decoders is found by decoding again from the start of
 the file (exact, where seeking would land on keyframes whose decode can differ from a sequential one in open-GOP
 files), keeping the frames just before it, so the next backward reads are free: a backward pass over k frames decodes
-about k^2 / capacity frames. Decoded frames live in one LRU cache per file, bounded in bytes (`cache_bytes`, at least
+about k^2 / (2 (capacity - 3)) frames. Decoded frames live in one LRU cache per file, bounded in bytes (`cache_bytes`, at least
 4 frames): memory does not grow with the clip's length. An image folder is read file by file, an array
 (`Frames.from_array`) is indexed without copying. Frames are safe to read from several threads (the flow propagator
 prefetches on a worker).
@@ -43,7 +43,7 @@ from .frames import resize_frames
 from .images import image_size, load_image
 from .reading import DEFAULT_FPS, _decode, _frame_to_rgb, _list_images, _open_container, _quarter_turns, _stream_fps
 
-DEFAULT_CACHE_BYTES = 256 * 2**20  # decoded frames kept per file: ten 4K frames, forty 1080p ones
+DEFAULT_CACHE_BYTES = 128 * 2**20  # decoded frames kept per file: five 4K frames, twenty 1080p ones
 _MIN_CACHED = 4  # the frame being rendered, its neighbour, the keyframe and one prefetched frame
 _MAX_DECODERS = 2  # open decoders per file: the propagation's and the writer's (a decoder holds a few frames)
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime): content digest, computed once per process
@@ -200,8 +200,9 @@ class _VideoSource(_Source):
         if behind:  # the decoder nearest before t goes on to it
             cursor, keep_from = max(behind, key=lambda c: c.index), t
             self._cursors.remove(cursor)
-        else:  # t is behind every decoder: a new one from the start, keeping the frames just before t for the reads
-            cursor, keep_from = _Cursor(self.path), max(0, t - self.capacity() // 2 + 1)  # that walk backward from it
+        else:  # t is behind every decoder: a new one from the start, keeping the frames just before t for the reads that
+            # walk backward from it (all the cache but the 3 most recently used: the keyframe, say, read every step)
+            cursor, keep_from = _Cursor(self.path), max(0, t - max(1, self.capacity() - 3) + 1)
             if len(self._cursors) == _MAX_DECODERS:
                 self._cursors.pop(0).close()
         self._cursors.append(cursor)
@@ -261,7 +262,7 @@ class Frames:
         """A video file (mp4, mov, webm, mkv, avi, gif, ...) or a folder of numbered .jpg/.png frames, read lazily.
 
         fps: the frame rate of an image folder (default 24); video files carry their own. cache_bytes: decoded frames
-        kept in memory for this file (at least 4 frames; default `DEFAULT_CACHE_BYTES`, 256 MB)."""
+        kept in memory for this file (at least 4 frames; default `DEFAULT_CACHE_BYTES`, 128 MB)."""
         path = require_file(path, "video")  # first: a name too long for the filesystem makes is_dir() raise
         if fps is not None and fps <= 0:
             raise UsageError(f"fps must be positive, got {fps}")
