@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
+import badinput_resolution as res
 import badinput_work as work
 from fixtures import write_with_pyav
 from badinputs import (
@@ -503,36 +504,6 @@ def _api_read_text_as_video(t, ws):
     return Setup(call=lambda: read_video(f), says=("not a readable video",), inputs=[f])
 
 
-def _api_huge_array(t, ws):
-    """4K frames through the Python API with the default budget: only the working size reaches the propagator."""
-    from magicprop.pipeline import MagicPropPipeline
-    from magicprop.propagation import get_propagator
-
-    frames = np.broadcast_to(frames_of(1, 2160, 3840), (2, 2160, 3840, 3)).copy()
-    seen = []
-    flow = type(get_propagator("flow"))
-    real = flow.render
-
-    def spy(self, request):
-        seen.append(request.source.shape)
-        return real(self, request)
-
-    def call():
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(flow, "render", spy)
-            out = MagicPropPipeline(propagator="flow")(frames, keyframe_image=frames[0], keyframe_index=0)
-        assert out.frames.shape == frames.shape
-        assert seen and seen[0][1] * seen[0][2] <= 512 * 512, seen
-        result.append(True)
-
-    result: list = []
-
-    def check():
-        assert result == [True]
-
-    return Setup(call=call, code=0, check=check)
-
-
 CASES: list[Case] = [
     Case("missing_file", "input path that does not exist", _missing),
     Case("name_too_long", "keyframe file name of 300 characters (ENAMETOOLONG)", _name_too_long),
@@ -585,7 +556,15 @@ CASES: list[Case] = [
     Case("batch_garbage_lines", "batch file with bad JSON, a list, a bad propagator, a numeric output, and one good job", _batch_garbage),
     Case("api_float_frames", "MagicPropPipeline on float32 frames", _api_array_of_floats),
     Case("api_text_as_video", "read_video on a text file named .webm", _api_read_text_as_video),
-    Case("api_huge_array", "MagicPropPipeline on 3840x2160 frames (default 512x512 budget)", _api_huge_array),
+    Case("api_huge_array", "MagicPropPipeline on 3840x2160 frames: copy at full size, flow capped by max_pixels", res.api_huge_array),
+    # full resolution (tests/badinput_resolution.py)
+    Case("keyframe_other_aspect", "a square keyframe for a 3:2 clip (stretched, warned)", res.keyframe_other_aspect),
+    Case("larger_than_8k", "an 8200x4400 clip without --max-pixels (refused before decoding)", res.larger_than_8k),
+    Case("larger_than_8k_capped", "the same clip with --max-pixels 262144 (works, back at 8200x4400)", res.larger_than_8k_capped),
+    Case("odd_size_1081", "1081x97 frames at full resolution (kept; the mp4 padded, warned)", res.odd_size_1081),
+    Case("keyframe_thumbnail", "a 40x30 keyframe image for a 128x96 clip (under 64 px)", res.keyframe_thumbnail),
+    Case("max_pixels_below_minimum", "--max-pixels 10", res.max_pixels_below_minimum),
+    Case("crf_out_of_range", "--crf 60", res.crf_out_of_range),
     # damaged work folders and checkpoints (tests/badinput_work.py): resumed to the identical result, or refused
     Case("resume_truncated_step", "--resume after step 2 of a killed run was cut to half its size", work.truncated_step),
     Case("resume_zero_byte_step", "--resume after step 3 of a killed run became a 0-byte file", work.zero_byte_step),

@@ -61,21 +61,6 @@ def prepare_mask(mask: np.ndarray, size: tuple[int, int], *, what: str = "mask",
     return mask
 
 
-def split_masks(mask, num_frames: int, size: tuple[int, int]) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(keyframe mask, per-frame masks) at the source size from an (H, W) or (T, H, W) mask."""
-    if mask is None:
-        return None, None
-    mask = np.asarray(mask)
-    if mask.ndim == 2:
-        return prepare_mask(mask, size, what="keyframe mask"), None
-    if mask.ndim != 3 or len(mask) != num_frames:
-        raise UsageError(f"got {len(mask)} masks for a {num_frames}-frame clip; give one mask per frame, or one keyframe mask")
-    masks = np.stack([prepare_mask(m, size, what=f"mask of frame {t}", allow_empty=True) for t, m in enumerate(mask)])
-    if not masks.any():
-        raise UsageError("every per-frame mask is empty; paint the region to edit, or leave the masks out for a global edit")
-    return None, masks
-
-
 def feather_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     """bool (H, W) -> float32 (H, W) in [0, 1]: a Gaussian blur whose kernel stops at `radius` pixels, so the soft edge
     reaches at most `radius` pixels beyond the mask and everything farther is exactly 0 (the source, untouched)."""

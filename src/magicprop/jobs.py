@@ -3,13 +3,14 @@ running one job from files to files.
 
 A finished job OUT.mp4 leaves four files beside each other, written atomically, OUT.json last (its presence marks the
 job complete):
-    OUT.mp4             the edited clip, at the source's size and frame rate
+    OUT.mp4             the edited clip, at the source's size and frame rate (`-o DIR/`: a folder of numbered PNGs)
     OUT.keyframe.png    the edited keyframe
-    OUT.comparison.mp4  source | edited, labelled
+    OUT.comparison.mp4  source | edited, labelled (a preview: each panel at most 720 px tall)
     OUT.json            every setting (seed and resolved keyframe index included), model ids and library versions;
                         `magicprop edit VIDEO --config OUT.json -o OUT2.mp4` runs it again
 While it runs, finished work is kept in OUT.mp4.magicprop-work/ so `--resume` continues a killed run; it is removed
-once the outputs are written.
+once the outputs are written. The clip is streamed: frames are decoded as the propagator reads them, and each edited
+frame is written to OUT.mp4 and the comparison as it comes, so memory does not grow with the clip's length.
 """
 
 from __future__ import annotations
@@ -63,7 +64,10 @@ class EditJob:
     depth_model: str = DEFAULT_IDS["depth"]
     sam_model: str = DEFAULT_IDS["sam"]
     depth: str | None = None  # a depth .npz (from `magicprop depth`) instead of estimating it
-    max_pixels: int = 512 * 512  # working-size budget (frames come back at the source's size)
+    # None: the diffusion models work within 512x512 and the weight-free propagators at the source's size; a number is
+    # the models' budget and caps the weight-free ones too (frames always come back at the source's size)
+    max_pixels: int | None = None
+    crf: int = 16  # quality of the mp4/webm outputs: x264's scale, 0 lossless, 16 visually lossless, 23 x264's default
     feather: int | None = None  # soft edge of per-frame masks, in source pixels; None = 1% of the longer side
     device: str | None = None
     dtype: str | None = None
@@ -206,9 +210,9 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
     import torch  # here, not at the top: `magicprop --help` does not load torch
 
     from . import __version__
+    from .inputs import MaskFiles, check_call_inputs, check_max_pixels
     from .keyframes.series import check_series, parse_frame_list
-    from .pipeline import check_call_inputs
-    from .video import VideoWriter, load_mask, read_video, save_image, side_by_side
+    from .video import Frames, VideoWriter, load_mask, resize_frames, save_image, side_by_side
 
     t0 = time.time()
     # 1. Check inputs and outputs before loading anything: a typo costs nothing, an input is never overwritten
@@ -227,6 +231,9 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
             require_file(path, what)
     if job.masks and not Path(job.masks).is_dir():
         raise UsageError(f"--masks must be a folder of numbered mask images, got {job.masks}")
+    check_max_pixels(job.max_pixels)
+    if not 0 <= job.crf <= 51:
+        raise UsageError(f"--crf must be between 0 (lossless) and 51 (x264's scale; 16 is visually lossless), got {job.crf}")
     outputs = Outputs.of(job.output)
     inputs = [p for p in (job.video, job.mask, job.keyframe_image, job.depth, job.masks, *(keyframe_paths or {}).values()) if p]
     for path in (outputs.video, outputs.keyframe, outputs.comparison, outputs.json):
@@ -238,34 +245,41 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
     pipe = (cache or PipelineCache()).get(job)
     pipe.prepare(prompt=job.prompt, depth=job.depth, mask_points=job.mask_points)
 
-    # 3. Read the clip and its masks
-    source, fps = read_video(job.video)
+    # 3. Open the clip (read lazily) and its masks (read one frame at a time)
+    source = Frames.open(job.video)
     size = source.shape[1:3]
     mask = None
     if job.mask:
         mask = load_mask(job.mask, size)
     elif job.masks:
-        mask = np.stack([load_mask(p, size) for p in mask_files(job.masks, len(source))])
+        mask = MaskFiles(mask_files(job.masks, len(source)), size)
 
     for index, path in (keyframe_paths or {}).items():
         if not -len(source) <= index < len(source):
             raise UsageError(f"{path} names frame {index} but the clip has {len(source)} frames (0..{len(source) - 1}); rename it to a frame inside the clip")
 
-    # 4. Edit and propagate
+    # 4. Edit, then propagate while writing: each frame goes to both videos as it comes (the outputs appear, renamed
+    # into place, only when every frame is written; a failure leaves any earlier output as it was)
     out = pipe(
         source, prompt=job.prompt, negative_prompt=job.negative_prompt, mask=mask, keyframe_index=job.keyframe_index,
         keyframe_image=keyframe_paths or job.keyframe_image, num_inference_steps=job.steps, guidance_scale=job.guidance_scale,
         strength=job.strength, propagation_steps=job.propagation_steps, propagation_guidance_scale=job.propagation_guidance_scale,
         generator=torch.Generator().manual_seed(seed), depth=job.depth, max_pixels=job.max_pixels, work_dir=outputs.work,
         resume=job.resume, mask_points=[tuple(p) for p in job.mask_points] if job.mask_points else None, feather=job.feather,
-        keyframe_indices=series, keyframe_strength=job.keyframe_strength,
+        keyframe_indices=series, keyframe_strength=job.keyframe_strength, output_type="iterator",
     )  # fmt: skip
+    preview = comparison_size(size)
+    # the comparison is a preview: x264's shortest lookahead holds its encoder to 0.16 GB for a 4K clip (0.52 GB at 1080
+    # px panels with the default)
+    with VideoWriter(outputs.video, source.fps, crf=job.crf) as edited, \
+            VideoWriter(outputs.comparison, source.fps, crf=job.crf, lookahead=10) as comparison:
+        for t, frame in enumerate(out.frames):
+            edited.write(frame)
+            panels = [resize_frames(f, preview)[None] for f in (source[t], frame)]
+            comparison.write(side_by_side(panels, ["source", "edited"])[0])
+    source.close()
 
-    # 5. Write the outputs, the record last
-    with VideoWriter(outputs.video, fps) as edited, VideoWriter(outputs.comparison, fps) as comparison:
-        for t in range(len(source)):
-            edited.write(out.frames[t])
-            comparison.write(side_by_side([source[t : t + 1], out.frames[t : t + 1]], ["source", "edited"])[0])
+    # 5. The keyframe, then the record last
     save_image(outputs.keyframe, out.keyframe)
     settings = {k: v for k, v in dataclasses.asdict(job).items() if k not in RUN_ONLY}
     settings = {**resolve_paths(settings, Path.cwd()), "seed": seed, "keyframe_index": out.keyframe_index,  # absolute paths
@@ -278,14 +292,24 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
         "keyframe_indices": sorted(i % len(source) for i in keyframe_paths) if keyframe_paths else sorted(out.keyframe_indices),
         "keyframe_match": out.keyframe_match.as_dict() if out.keyframe_match is not None else None,
         "models": {k: str(Path(v).resolve()) if v and Path(v).exists() else v for k, v in pipe.model_ids.items() if _used(k, job)},
-        "source": {"frames": len(source), "height": int(size[0]), "width": int(size[1]), "fps": fps},
-        "working_size": list(pipe.working_size(*size, job.max_pixels)),
+        "source": {"frames": len(source), "height": int(size[0]), "width": int(size[1]), "fps": source.fps},
+        "working_size": list(out.sizes.working),  # where the diffusion models ran
+        "propagation_size": list(out.sizes.propagation),  # what the propagator read and rendered
         "environment": _environment(pipe, __version__),
         "seconds": round(time.time() - t0, 2),
     }
     atomic_write_json(outputs.json, record)
     shutil.rmtree(outputs.work, ignore_errors=True)
     return record
+
+
+def comparison_size(size: tuple[int, int], max_height: int = 720) -> tuple[int, int]:
+    """(H, W) of each panel of OUT.comparison.mp4: the clip's size, at most `max_height` tall (a 4K comparison would be
+    7680 px wide, and its encoder alone would hold 2.6 GB)."""
+    h, w = size
+    if h <= max_height:
+        return (h, w)
+    return (max_height, max(1, round(w * max_height / h)))
 
 
 def keyframe_files(folder: str | Path) -> dict[int, Path]:

@@ -1,20 +1,23 @@
-"""MagicPropPipeline: stage I (edit one keyframe) then stage II (propagate it along the clip's depth), diffusers style.
+"""MagicPropPipeline: stage I (edit one keyframe) then stage II (propagate it along the clip), diffusers style.
 
     pipe = MagicPropPipeline.from_pretrained()  # SD 1.5 + depth ControlNet (loaded when a prompt needs them), tiny PropDPM
     out = pipe("clip.mp4", prompt="a bear walking through stars", generator=torch.Generator().manual_seed(0))
     write_video("edited.mp4", out.frames, out.fps)
+    # a long or large clip: frames are made while they are written, never all held
+    out = pipe("clip.mp4", keyframe_image="edit.png", output_type="iterator")
+    write_video("edited.mp4", out.frames, out.fps)
 
-Everything runs at a working size: the largest size within `max_pixels` with the clip's aspect ratio whose sides are
-multiples of 8 (SD) and of twice the propagation VAE's factor (the appearance adaptor halves the latent grid). Frames
-come back at the source's size. Models a call needs are loaded before the clip is decoded, so a missing one costs
-nothing: a run from a user's keyframe image never loads Stable Diffusion.
+The clip is read lazily (`video.Frames`). Each stage works at its own size (`inputs.plan_sizes`): the diffusion models
+at the working size, the largest size within `max_pixels` (None: 512x512) with the clip's aspect ratio whose sides are
+multiples of 8 (SD) and of twice the propagation VAE's factor (the appearance adaptor halves the latent grid); the
+weight-free propagators (`full_resolution`) at the clip's own size, unless `max_pixels` is given. Frames come back at
+the source's size. Models a call needs are loaded before the clip is decoded, so a missing one costs nothing: a run
+from a user's keyframe image never loads Stable Diffusion.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import logging
 import math
 import os
@@ -28,44 +31,41 @@ from PIL import Image
 
 from .devices import cast_if_needed, move, on_device, resolve_device, resolve_dtype
 from .editing import (
-    KEYFRAME_STRENGTH, ControlNetDepthEditor, PointSegmenter, UserKeyframe, choose_keyframe, composite, default_feather,
-    edit_keyframe_series, feather_mask, split_masks,
+    KEYFRAME_STRENGTH, ControlNetDepthEditor, PointSegmenter, UserKeyframe, choose_keyframe, edit_keyframe_series,
 )  # fmt: skip
-from .errors import UsageError, first_line
-from .fileio import atomic_write_json, require_file
+from .errors import UsageError
+from .fileio import require_file
+from .inputs import (  # noqa: F401 - check_call_inputs is also the pipeline's: the CLI runs it before loading
+    DEFAULT_MAX_PIXELS, Sizes, check_call_inputs, check_max_pixels, fit_keyframe, keyframe_at, load_keyframe, open_clip, plan_sizes, resize_mask,
+    split_masks, to_source_size,
+)  # fmt: skip
 from .keyframes import KeyframeMatch, find_keyframe
 from .keyframes.series import carry_edit, check_series, series_order
+from .kept_keyframe import digest, keep_keyframe, kept_keyframe
 from .models.bundle import PropagationModels
 from .models.configs import DEFAULT_IDS
 from .models.encoders import vae_scale_factor
 from .propagation import AUTO, PropagationRequest, PropagationSettings, Propagator, get_propagator, resolve, resolve_keyframes
-from .propagation.store import check_fingerprint
-from .video import load_image, read_video, resize_frames, save_image, working_size
+from .video import Frames, resize_frames, working_size
 
 logger = logging.getLogger(__name__)
 
 ImageInput = str | os.PathLike | np.ndarray
 
 
-def check_call_inputs(prompt, keyframe_image, mask, mask_points, strength) -> None:
-    """The checks of a call that need no model and no frames (shared with the CLI, which runs them before loading)."""
-    if keyframe_image is not None and prompt:
-        raise UsageError("give either a prompt (stage I edits the keyframe) or a keyframe image, not both")
-    if keyframe_image is None and not (prompt and str(prompt).strip()):
-        raise UsageError("nothing to edit: give a prompt (--prompt), or an edited keyframe image (--keyframe-image)")
-    if mask is not None and mask_points:
-        raise UsageError("give either a mask or mask points (--mask-point), not both")
-    if strength is not None and not 0 < strength <= 1:
-        raise UsageError(f"strength must be in (0, 1], got {strength}")
+OutputType = Literal["np", "pil", "iterator"]
 
 
 @dataclass
 class MagicPropOutput:
-    frames: np.ndarray | list  # (T, H, W, 3) uint8 at the source's size, or a list of PIL images (output_type="pil")
+    # (T, H, W, 3) uint8 at the source's size; a list of PIL images (output_type="pil"); or an iterator of (H, W, 3)
+    # uint8 frames made as they are taken (output_type="iterator": the clip is never held, see `jobs.run_job`)
+    frames: np.ndarray | list | Iterator[np.ndarray]
     keyframe: np.ndarray  # (H, W, 3) uint8: the edited keyframe, at the source's size
     keyframe_index: int
     depth: np.ndarray | None  # (T, h, w) float32 in [0, 1] at the working size; None when the run needed none
     fps: float | None = None  # the source's frame rate when `video` was a file; None for an array
+    sizes: Sizes | None = None  # (H, W) of the source, the diffusion models' working size and the propagator's
     keyframe_indices: tuple[int, ...] = ()  # every keyframe of the run, in the order stage I edited them
     keyframe_match: KeyframeMatch | None = None  # how `keyframe_index` was found for a keyframe image given alone
 
@@ -168,12 +168,20 @@ class MagicPropPipeline:
         if mask_points and self.segmenter is None:
             self.segmenter = PointSegmenter.from_pretrained(self.model_ids["sam_model"], device=self.device, allow_pickle=self.allow_pickle)
 
-    def working_size(self, height: int, width: int, max_pixels: int = 512 * 512) -> tuple[int, int]:
-        """(h, w) within `max_pixels`, sides multiples of 8 (SD) and of 2x the propagation VAE's factor."""
+    def working_size(self, height: int, width: int, max_pixels: int | None = None) -> tuple[int, int]:
+        """(h, w) of the diffusion models within `max_pixels` (None: 512x512), sides multiples of 8 (SD) and of 2x the
+        propagation VAE's factor."""
         multiple = 8
         if self.propagation_models is not None:
             multiple = math.lcm(8, 2 * vae_scale_factor(self.propagation_models.vae))
-        return working_size(height, width, max_pixels=max_pixels, multiple_of=multiple)
+        check_max_pixels(max_pixels, multiple * multiple)
+        return working_size(height, width, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, multiple_of=multiple)
+
+    def sizes(self, height: int, width: int, max_pixels: int | None = None, propagator: str | Propagator | None = None) -> Sizes:
+        """The sizes a call on (height, width) frames works at (`inputs.plan_sizes`): the models' working size, and
+        the propagator's (the frames' own size for a `full_resolution` one unless `max_pixels` caps it)."""
+        chosen = self._propagator(propagator)
+        return plan_sizes((height, width), self.working_size, max_pixels=max_pixels, full_resolution=chosen.full_resolution)
 
     # -----------------------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -188,78 +196,88 @@ class MagicPropPipeline:
         strength: float | None = None,
         generator: torch.Generator | None = None,
         depth: np.ndarray | None = None,
-        max_pixels: int = 512 * 512,
+        max_pixels: int | None = None,
     ) -> np.ndarray:
         """Stage I alone: `image` ((H, W, 3) uint8, one frame) edited from `prompt` by SD 1.5 + depth ControlNet, at the
-        working size, returned at the image's size. mask: (H, W) bool, repaint only inside it. depth: (h, w) in
-        [0, 1] (1 = near); None = estimate it from the frame."""
+        working size, returned at the image's size (`inputs.keyframe_to_source_size`). mask: (H, W) bool, repaint only
+        inside it. depth: (h, w) in [0, 1] (1 = near); None = estimate it from the frame."""
         from .motion import resize_depth
 
         check_call_inputs(prompt, None, mask, None, strength)
+        h, w = self.working_size(*image.shape[:2], max_pixels)
         self.prepare(prompt=prompt, depth=depth)
-        height, width = image.shape[:2]
-        h, w = self.working_size(height, width, max_pixels)
         frame = resize_frames(image, (h, w))
         if depth is None:
-            key_depth = self._depth(None, frame[None], 0, None, whole_clip=False, for_edit=True)[0]
+            key_depth = self._depth(None, Frames.from_array(frame[None]), 0, None, whole_clip=False, for_edit=True)[0]
         else:
             key_depth = resize_depth(np.asarray(depth, np.float32)[None], (h, w))[0]
         edited = self.editor.edit_keyframe(
-            frame, key_depth, prompt=prompt, negative_prompt=negative_prompt, mask=_resize_mask(mask, (h, w)),
+            frame, key_depth, prompt=prompt, negative_prompt=negative_prompt, mask=resize_mask(mask, (h, w)),
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, strength=strength, generator=generator,
         )  # fmt: skip
-        return resize_frames(edited, (height, width))
+        return keyframe_at(edited, image, mask, None)
 
     @torch.no_grad()
     def propagate(
         self,
-        video: np.ndarray,
+        video: str | os.PathLike | np.ndarray | Frames,
         keyframes: Mapping[int, ImageInput],
         *,
         depth: np.ndarray | None = None,
         settings: PropagationSettings | None = None,
         propagator: str | Propagator | None = None,
-        max_pixels: int = 512 * 512,
+        max_pixels: int | None = None,
         work_dir: str | os.PathLike | None = None,
         resume: bool = False,
         callback: Callable[[int, int], None] | None = None,
-    ) -> np.ndarray:
-        """Stage II alone: `video` ((T, H, W, 3) uint8) with its keyframes ({frame index: edited image}, one or several)
-        propagated by `propagator` (a registry name; default the pipeline's), at the working size; frames come back
-        at the video's size. depth: (T, h, w) in [0, 1]; None = estimate it when the propagator needs it."""
-        frames = _check_video(video)
-        num_frames, height, width = frames.shape[:3]
-        keys = {i: _load_keyframe(img) for i, img in resolve_keyframes(dict(keyframes), num_frames).items()}
+        output_type: OutputType = "np",
+    ) -> np.ndarray | list | Iterator[np.ndarray]:
+        """Stage II alone: `video` ((T, H, W, 3) uint8, a path or `Frames`) with its keyframes ({frame index: edited
+        image}, one or several) propagated by `propagator` (a registry name; default the pipeline's) at its size (see
+        `sizes`); frames come back at the video's size, in the form `output_type` names (as in `__call__`).
+        depth: (T, h, w) in [0, 1]; None = estimate it when the propagator needs it."""
+        _check_output_type(output_type)
+        clip = open_clip(video)
         chosen = self._propagator(propagator)
+        sizes = self.sizes(*clip.shape[1:3], max_pixels, chosen)
+        keys = resolve_keyframes(dict(keyframes), len(clip))
         self.prepare(depth=depth, propagator=chosen)
-        h, w = self.working_size(height, width, max_pixels)
-        work = resize_frames(frames, (h, w))
-        fitted = {i: UserKeyframe(img).edit_keyframe(work[i]) for i, img in keys.items()}
+        source = clip.resized(sizes.propagation)
+        fitted = {i: fit_keyframe(load_keyframe(img), source[i], what=f"keyframe {i}") for i, img in keys.items()}
+        work = clip.resized(sizes.working)
         depth_map = self._depth(depth, work, next(iter(fitted)), _path(work_dir), whole_clip=chosen.needs_depth, for_edit=False)
-        out = np.empty_like(frames)
-        for t, frame in enumerate(self._propagate_at_working_size(work, fitted, depth_map, settings or PropagationSettings(),
-                                                                  chosen, _path(work_dir), resume, callback)):  # fmt: skip
-            out[t] = resize_frames(frame, (height, width))
-        return out
+        edited = self._stage_two(source, fitted, depth_map, settings or PropagationSettings(), chosen, sizes,
+                                 _path(work_dir), resume, callback)  # fmt: skip
+        return _collect(to_source_size(edited, clip, sizes), clip.shape, output_type)
 
-    def _propagate_at_working_size(self, work, keyframes: dict[int, np.ndarray], depth, settings: PropagationSettings,
-                                   propagator: Propagator, work_dir: Path | None, resume: bool, callback) -> Iterator[np.ndarray]:  # fmt: skip
-        """Yield the edited frames at the working size, in order."""
+    def _stage_two(self, source: Frames, keyframes: dict[int, np.ndarray], depth, settings: PropagationSettings,
+                   propagator: Propagator, sizes: Sizes, work_dir: Path | None, resume: bool, callback) -> Iterator[np.ndarray]:  # fmt: skip
+        """The edited frames at the propagation size, in order, each made when it is taken. The request is checked now."""
         request = PropagationRequest(
-            source=work, keyframes=keyframes, depth=depth, models=self.propagation_models, settings=settings,
+            source=source, keyframes=keyframes, depth=depth, models=self.propagation_models, settings=settings,
             work_dir=None if work_dir is None else work_dir / "propagation", resume=resume, callback=callback,
+            working_size=sizes.working,
         )  # fmt: skip
-        with on_device(self.propagation_models if propagator.needs_model else None, self.device, self.cpu_offload):
-            yield from propagator(request)
+        return self._run(propagator(request), self.propagation_models if propagator.needs_model else None)
+
+    def _run(self, frames: Iterator[np.ndarray], models: PropagationModels | None) -> Iterator[np.ndarray]:
+        """Take the frames one by one without gradients, the models on the device meanwhile (CPU offload)."""
+        with on_device(models, self.device, self.cpu_offload):
+            while True:
+                with torch.no_grad():  # per frame: a suspended generator must not leave grad mode off for its caller
+                    frame = next(frames, None)
+                if frame is None:
+                    return
+                yield frame
 
     # -----------------------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(
         self,
-        video: str | os.PathLike | np.ndarray,
+        video: str | os.PathLike | np.ndarray | Frames,
         prompt: str | None = None,
         negative_prompt: str | None = None,
-        mask: np.ndarray | None = None,
+        mask: np.ndarray | Sequence[np.ndarray] | None = None,
         keyframe_index: int | str = "auto",
         keyframe_image: ImageInput | Mapping[int, ImageInput] | None = None,
         num_inference_steps: int = 30,
@@ -269,8 +287,8 @@ class MagicPropPipeline:
         propagation_guidance_scale: float = 1.0,
         generator: torch.Generator | None = None,
         depth: str | os.PathLike | np.ndarray | None = None,
-        max_pixels: int = 512 * 512,
-        output_type: Literal["np", "pil"] = "np",
+        max_pixels: int | None = None,
+        output_type: OutputType = "np",
         work_dir: str | os.PathLike | None = None,
         resume: bool = False,
         callback: Callable[[int, int], None] | None = None,
@@ -281,22 +299,27 @@ class MagicPropPipeline:
         keyframe_indices: Sequence[int] | Literal["auto"] | None = None,
         keyframe_strength: float = KEYFRAME_STRENGTH,
     ) -> MagicPropOutput:
-        """Edit `video` ((T, H, W, 3) uint8 or a path) and return it edited, at its own size: `edit_keyframe` (stage I,
-        unless keyframes are given) then `propagate` (stage II), both at the working size.
+        """Edit `video` ((T, H, W, 3) uint8, a path or `Frames`) and return it edited, at its own size: `edit_keyframe`
+        (stage I, unless keyframes are given) then `propagate` (stage II).
 
         prompt: the edit, for stage I (SD 1.5 + depth ControlNet); or `keyframe_image`, a keyframe edited elsewhere.
-        mask: (H, W) keyframe mask: SD repaints only inside it. (T, H, W) per-frame masks: also composites every output
-            frame over the source outside its mask, with a `feather`-pixel soft edge (default 1% of the longer side).
+        mask: (H, W) keyframe mask: SD repaints only inside it. (T, H, W) per-frame masks (an array, or any sequence of
+            T masks read one at a time, e.g. `inputs.MaskFiles`): also composites every output frame over the source
+            outside its mask, with a `feather`-pixel soft edge (default 1% of the longer side).
         mask_points: (x, y) clicks on the keyframe (source pixels): the keyframe mask from Segment Anything.
         keyframe_index: int (negative from the end) or "auto": with a `keyframe_image`, the frame it was edited from,
             found by its structure (`keyframes.find_keyframe`; frame 0 when nothing matches confidently, said in one
             line); else `editing.choose_keyframe` (the largest mask, or the middle frame).
         keyframe_image: a keyframe edited elsewhere (stage I is skipped); or several, {frame index: image}, each kept
             exactly and propagated to its neighbours; `keyframe_index` is then unused and `output.keyframe` is the
-            first of them.
+            first of them. One at the size the propagator works at is used as it is; see `inputs.fit_keyframe`.
         strength: None = paint the keyframe from noise; in (0, 1] = start from the frame (img2img / inpaint).
         generator: seeds stage I; its initial seed also seeds stage II. None draws a seed from torch's global RNG.
         depth: (T, h, w) in [0, 1] (1 = near) or a .npz from `magicprop depth`; None = estimate it.
+        max_pixels: None = the diffusion models work within 512x512 and the weight-free propagators (`flow`, `chain`,
+            `lut`, `copy`) at the clip's own size; a number is the models' budget and caps the weight-free ones too.
+        output_type: "np" (one array), "pil" (a list of images) or "iterator" (frames made as they are taken: the
+            clip is never held, for long or large clips; the work runs while the caller iterates).
         work_dir: where finished work is kept so `resume=True` continues a killed run; the caller removes it.
         callback: progress, called as callback(frames_done, total) with the keyframes counted as done, as the
             propagator finishes frames; it ends at (total, total). Raising from it stops the run (finished work stays
@@ -309,10 +332,10 @@ class MagicPropPipeline:
         # 1. Check inputs
         check_series(keyframe_indices, prompt=prompt, keyframe_image=keyframe_image, strength=keyframe_strength)
         check_call_inputs(prompt, keyframe_image, mask, mask_points, strength)
-        if output_type not in ("np", "pil"):
-            raise UsageError(f"output_type must be 'np' or 'pil', got {output_type!r}")
+        _check_output_type(output_type)
         if propagation_steps < 1 or num_inference_steps < 1:
             raise UsageError("the numbers of sampling steps must be at least 1")
+        check_max_pixels(max_pixels)
         for what, path in (("video", video), ("depth file", depth)):
             if isinstance(path, (str, os.PathLike)):
                 require_file(path, what)
@@ -325,102 +348,101 @@ class MagicPropPipeline:
 
         # 2. Load what this call needs, before any decoding
         self.prepare(prompt=prompt, depth=depth, mask_points=mask_points, propagator=chosen)
-        user_images = {i: _load_keyframe(img) for i, img in given.items()} if given is not None else None
-        user_image = None if given is not None else _load_keyframe(keyframe_image)
+        user_images = {i: load_keyframe(img) for i, img in given.items()} if given is not None else None
+        user_image = None if given is not None or keyframe_image is None else load_keyframe(keyframe_image)
 
-        # 3. Read the clip; masks and working size
-        frames, fps = read_video(video) if isinstance(video, (str, os.PathLike)) else (_check_video(video), None)
-        num_frames, height, width = frames.shape[:3]
-        key_mask, frame_masks = split_masks(mask, num_frames, (height, width))
+        # 3. Open the clip (read lazily); sizes; masks
+        clip = open_clip(video)
+        num_frames = len(clip)
+        sizes = self.sizes(*clip.shape[1:3], max_pixels, chosen)
+        key_mask, frame_masks = split_masks(mask, num_frames, sizes.source)
         if user_images is not None:
             user_images = resolve_keyframes(user_images, num_frames)
-        k = next(iter(user_images)) if user_images is not None else choose_keyframe(num_frames, frame_masks, keyframe_index)
+        areas = None if frame_masks is None else frame_masks.areas()[:, None]
+        k = next(iter(user_images)) if user_images is not None else choose_keyframe(num_frames, areas, keyframe_index)
         match = None
         if user_image is not None and keyframe_index == "auto":  # the frame the image was edited from (issue 24)
-            match = find_keyframe(frames, user_image, progress=True)
+            match = find_keyframe(clip, user_image, progress=True)
             logger.info(match.describe())
             k = match.index
-        order = series_order(keyframe_indices, frames) if keyframe_indices is not None else [k]
+        order = series_order(keyframe_indices, clip) if keyframe_indices is not None else [k]
         k = order[0]
         if frame_masks is not None:
             key_mask = frame_masks[k]
         if mask_points:
-            key_mask = self.segmenter(frames[k], mask_points)
-        h, w = self.working_size(height, width, max_pixels)
-        work = resize_frames(frames, (h, w))
+            key_mask = self.segmenter(clip[k], mask_points)
+        work, source = clip.resized(sizes.working), clip.resized(sizes.propagation)
         work_dir = _path(work_dir)
 
         # 4. Depth: the whole clip when the propagator reads it, only the keyframe when it is just the ControlNet's
         depth_map = self._depth(depth, work, k, work_dir, whole_clip=chosen.needs_depth, for_edit=bool(prompt))
 
-        # 5. Stage I: the edited keyframe(s) at the working size (kept in the work folder: a resumed run does not repaint)
+        # 5. Stage I: the edited keyframe(s) at the propagation size (kept in the work folder: a resumed run does not
+        # repaint). A prompt paints at the working size, brought to the propagation size after.
         if user_images is not None:
-            keyframes = {i: UserKeyframe(img).edit_keyframe(work[i]) for i, img in user_images.items()}
+            keyframes = {i: fit_keyframe(img, source[i], what=f"keyframe {i}") for i, img in user_images.items()}
         else:
+            edit_size = sizes.working if prompt else sizes.propagation
             edit_args = dict(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
-                             guidance_scale=guidance_scale, strength=strength, mask=_resize_mask(key_mask, (h, w)),
-                             feather=None if feather is None else round(feather * w / width))  # fmt: skip
-            edit = functools.partial(self._edit_in_series, work, depth_map, frame_masks, order, user_image, edit_args,
+                             guidance_scale=guidance_scale, strength=strength, mask=resize_mask(key_mask, edit_size),
+                             feather=None if feather is None else round(feather * edit_size[1] / sizes.source[1]))  # fmt: skip
+            edit_frames = work if prompt else source
+            image = None if prompt else fit_keyframe(user_image, source[k])
+            edit = functools.partial(self._edit_in_series, edit_frames, depth_map, frame_masks, order, image, edit_args,
                                      keyframe_strength, seed, generator, work_dir, resume)  # fmt: skip
-            keyframes = edit_keyframe_series(order, edit, lambda edited, i: carry_edit(work, edited, i))
+            painted = edit_keyframe_series(order, edit, lambda done, i: carry_edit(edit_frames, done, i))
+            masks = {i: key_mask if frame_masks is None else frame_masks[i] for i in painted}
+            keyframes = {i: keyframe_at(e, source[i], masks[i], feather) for i, e in painted.items()}
 
-        # 6. Stage II: propagate the keyframes to every other frame, at the working size
+        # 6. Stage II: propagate the keyframes to every other frame
         settings = PropagationSettings(num_inference_steps=propagation_steps, guidance_scale=propagation_guidance_scale, seed=seed)
-        edited = self._propagate_at_working_size(work, keyframes, depth_map, settings, chosen, work_dir, resume, callback)
+        edited = self._stage_two(source, keyframes, depth_map, settings, chosen, sizes, work_dir, resume, callback)
 
         # 7. Back to the source's size; with per-frame masks, the source outside them
-        radius = default_feather(height, width) if feather is None else feather
-        out = np.empty_like(frames)
-        for t, frame in enumerate(edited):
-            frame = resize_frames(frame, (height, width))
-            out[t] = frame if frame_masks is None else composite(frame, frames[t], feather_mask(frame_masks[t], radius))
-        key_out = resize_frames(keyframes[k], (height, width))
-        result = out if output_type == "np" else [Image.fromarray(f) for f in out]
-        return MagicPropOutput(frames=result, keyframe=key_out, keyframe_index=k, depth=depth_map if chosen.needs_depth else None, fps=fps,
-                               keyframe_indices=tuple(keyframes if len(keyframes) > 1 else [k]), keyframe_match=match)
+        frames = _collect(to_source_size(edited, clip, sizes, frame_masks, feather), clip.shape, output_type)
+        key_out = keyframes[k] if sizes.propagation == sizes.source else resize_frames(keyframes[k], sizes.source)
+        return MagicPropOutput(frames=frames, keyframe=key_out, keyframe_index=k, depth=depth_map if chosen.needs_depth else None,
+                               fps=clip.fps, sizes=sizes, keyframe_indices=tuple(keyframes if len(keyframes) > 1 else [k]),
+                               keyframe_match=match)  # fmt: skip
 
-    def _edit_in_series(self, work, depth_map, frame_masks, order: list[int], user_image, edit_args: dict, strength: float,
+    def _edit_in_series(self, frames, depth_map, frame_masks, order: list[int], user_image, edit_args: dict, strength: float,
                         seed: int, generator, work_dir, resume, k: int, start: np.ndarray | None) -> np.ndarray:  # fmt: skip
         """Keyframe k of `order` (`editing.edit_keyframe_series`): the first from its frame, as a single keyframe is
         made; a later one image-to-image from `start`, the edit carried to it, at `strength`, with its own mask, depth
         and seed, and kept in its own folder of the work folder."""
         if start is None:
-            return self._stage_one(work[k], depth_map, k, user_image, edit_args, seed, generator, work_dir, resume)
+            return self._stage_one(frames[k], depth_map, k, user_image, edit_args, seed, generator, work_dir, resume)
         args = {**edit_args, "strength": strength}
         if frame_masks is not None:
-            args["mask"] = _resize_mask(frame_masks[k], work.shape[1:3])
-        depth = depth_map[k : k + 1] if len(depth_map) == len(work) else self._depth(None, work, k, work_dir, whole_clip=False, for_edit=True)
+            args["mask"] = resize_mask(frame_masks[k], frames.shape[1:3])
+        depth = depth_map[k : k + 1] if len(depth_map) == len(frames) else self._depth(None, frames, k, work_dir, whole_clip=False, for_edit=True)
         later = None if work_dir is None else work_dir / "keyframes" / f"{k:05d}"
         return self._stage_one(start, depth, k, None, args, seed + order.index(k), None, later, resume)
 
     def _stage_one(self, frame, depth_map, k: int, user_image, edit_args: dict, seed: int, generator, work_dir, resume) -> np.ndarray:
         """The keyframe edited by SD (a prompt) or fitted from the user's image; cached in the work folder."""
-        stamp = {**edit_args, "mask": _digest(edit_args["mask"]), "seed": seed, "keyframe_index": k, "size": list(frame.shape[:2]),
-                 "frame": _digest(frame), "models": [self.model_ids["base_model"], self.model_ids["controlnet"]],
-                 "user_image": _digest(user_image)}  # fmt: skip
-        keyframe = _cached_keyframe(work_dir, stamp, resume)
+        stamp = {**edit_args, "mask": digest(edit_args["mask"]), "seed": seed, "keyframe_index": k, "size": list(frame.shape[:2]),
+                 "frame": digest(frame), "models": [self.model_ids["base_model"], self.model_ids["controlnet"]],
+                 "user_image": digest(user_image)}  # fmt: skip
+        keyframe = kept_keyframe(work_dir, stamp, resume)
         if keyframe is None:
             editor = self.editor if edit_args["prompt"] else UserKeyframe(user_image)
             key_depth = None if depth_map is None else depth_map[k if len(depth_map) > 1 else 0]
             generator = generator if generator is not None else torch.Generator().manual_seed(seed)
             keyframe = editor.edit_keyframe(frame, key_depth, generator=generator, **edit_args)
-            _store_keyframe(work_dir, stamp, keyframe)
+            keep_keyframe(work_dir, stamp, keyframe)
         return keyframe
 
     # -----------------------------------------------------------------------------------------------------------------
-    def _depth(self, depth, work: np.ndarray, k: int, work_dir: Path | None, *, whole_clip: bool, for_edit: bool) -> np.ndarray | None:
+    def _depth(self, depth, work: Frames, k: int, work_dir: Path | None, *, whole_clip: bool, for_edit: bool) -> np.ndarray | None:
         """The depth a call needs at the working size: given, or estimated for the whole clip (a propagator reads it) or
-        for the keyframe alone (the ControlNet's condition); None when nothing reads it."""
-        from .motion import estimate_clip_depth, load_depth, resize_depth
+        for the keyframe alone (the ControlNet's condition); None when nothing reads it. Frames are read one batch at
+        a time; the depth itself, (T, h, w) float32 at the working size, is held."""
+        from .motion import estimate_clip_depth, given_depth
 
         num_frames, h, w = work.shape[:3]
         if depth is not None:
-            if isinstance(depth, (str, os.PathLike)):
-                return load_depth(depth, size=(h, w), frames=num_frames)
-            depth = np.asarray(depth, dtype=np.float32)
-            if depth.ndim != 3 or len(depth) != num_frames:
-                raise UsageError(f"depth must be (T, H, W) with T = {num_frames} frames, got shape {depth.shape}")
-            return resize_depth(depth, (h, w))
+            return given_depth(depth, num_frames, (h, w))
         if not whole_clip and not for_edit:
             return None
         clip = work if whole_clip else work[k : k + 1]
@@ -435,53 +457,19 @@ def _default_ids() -> dict[str, str | None]:
             "sam_model": DEFAULT_IDS["sam"], "propagation_model": None}  # fmt: skip
 
 
-def _check_video(video: np.ndarray) -> np.ndarray:
-    video = np.asarray(video)
-    if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8 or len(video) == 0:
-        raise UsageError(f"video must be a path or uint8 frames (T, H, W, 3), got {video.dtype} {video.shape}")
-    return video
+def _check_output_type(output_type: str) -> None:
+    if output_type not in ("np", "pil", "iterator"):
+        raise UsageError(f"output_type must be 'np', 'pil' or 'iterator', got {output_type!r}")
 
 
-def _digest(array: np.ndarray | None) -> str | None:
-    return None if array is None else hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
-
-
-def _cached_keyframe(work_dir: Path | None, stamp: dict, resume: bool) -> np.ndarray | None:
-    """The edited keyframe a killed run kept, or None (then stage I runs again). A damaged record or image is not
-    trusted: it is said in one line and redone, like a damaged propagation step."""
-    if work_dir is None or not resume or not (work_dir / "keyframe.json").is_file() or not (work_dir / "keyframe.png").is_file():
-        return None
-    try:
-        saved = json.loads((work_dir / "keyframe.json").read_text())
-    except (ValueError, UnicodeDecodeError):
-        logger.warning("the kept keyframe of %s is damaged (keyframe.json unreadable); editing it again", work_dir)
-        return None
-    check_fingerprint(saved, json.loads(json.dumps(stamp, default=str)), work_dir)
-    try:
-        keyframe = load_image(work_dir / "keyframe.png")
-    except UsageError as exc:
-        logger.warning("the kept keyframe of %s is damaged (%s); editing it again", work_dir, first_line(exc, 120))
-        return None
-    logger.info("resuming: reusing the edited keyframe in %s", work_dir)
-    return keyframe
-
-
-def _store_keyframe(work_dir: Path | None, stamp: dict, keyframe: np.ndarray) -> None:
-    if work_dir is None:
-        return
-    save_image(work_dir / "keyframe.png", keyframe)  # PNG is lossless: the resumed run reads back the same bytes
-    atomic_write_json(work_dir / "keyframe.json", stamp)
-
-
-def _load_keyframe(image):
-    return load_image(image) if isinstance(image, (str, os.PathLike)) else image
-
-
-def _resize_mask(mask: np.ndarray | None, size: tuple[int, int]) -> np.ndarray | None:
-    """A bool (H, W) mask at another size (nearest neighbour: a mask stays a mask)."""
-    if mask is None:
-        return None
-    return resize_frames(np.asarray(mask).astype(np.uint8)[..., None], size, interpolation="nearest")[..., 0] > 0
+def _collect(frames: Iterator[np.ndarray], shape: tuple, output_type: str) -> np.ndarray | list | Iterator[np.ndarray]:
+    """The frames in the form `output_type` names: the iterator itself, one array, or PIL images."""
+    if output_type == "iterator":
+        return frames
+    out = np.empty(shape, np.uint8)
+    for t, frame in enumerate(frames):
+        out[t] = frame
+    return out if output_type == "np" else [Image.fromarray(f) for f in out]
 
 
 def _path(work_dir: str | os.PathLike | None) -> Path | None:

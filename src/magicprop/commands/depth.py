@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
     from ..fileio import check_output_path, require_file
     from ..motion import DepthEstimator, colorize_depth, estimate_clip_depth, save_depth
-    from ..video import read_video, write_video
+    from ..video import Frames, write_video
 
     # 1. Check inputs before loading anything heavy
     video = require_file(args.video, "input video")
@@ -49,11 +49,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.max_frames is not None and args.max_frames < 1:
         raise UsageError(f"--max-frames must be at least 1, got {args.max_frames}")
-    # 2. Read, estimate, write
-    frames, fps = read_video(video, max_frames=args.max_frames)
+    # 2. Read (one batch of frames at a time), estimate, write
+    frames = Frames.open(video)[: args.max_frames]
     estimator = DepthEstimator.from_pretrained(args.depth_model, device=args.device, allow_pickle=args.allow_pickle)
     depth = estimate_clip_depth(frames, estimator, cache_dir=args.cache_dir, batch_size=args.batch_size)
-    save_depth(npz, depth, model=estimator.model_id, source=str(video), fps=fps)
-    write_video(output, colorize_depth(depth), fps)
+    save_depth(npz, depth, model=estimator.model_id, source=str(video), fps=frames.fps)
+    write_video(output, (colorize_depth(d[None])[0] for d in depth), frames.fps)
     print(f"wrote {output} and {npz}: {len(depth)} frames, {depth.shape[2]}x{depth.shape[1]}, depth 1 = nearest")
     return 0

@@ -52,7 +52,9 @@ def point(value: str) -> list[float]:
 
 def add_io_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("video", metavar="VIDEO", help="the source clip (video file or folder of numbered frames); never modified")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.mp4", help="the edited clip; OUT.keyframe.png, OUT.comparison.mp4 and OUT.json go beside it")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.mp4",
+                   help="the edited clip (.mp4/.mov/.mkv/.webm/.gif, or DIR/ for numbered PNGs 00000.png, 00001.png, ...); "
+                        "OUT.keyframe.png, OUT.comparison.mp4 and OUT.json go beside it")
     p.add_argument("--config", metavar="FILE", help="JSON/YAML settings (an OUT.json of an earlier run reproduces it); flags override it")
 
 
@@ -84,7 +86,12 @@ def add_stage2_arguments(p: argparse.ArgumentParser, *, aliases: bool = False) -
     g.add_argument("--depth-model", default=S, metavar="ID|PATH", help=f"depth estimator (default: {d.depth_model})")
     r = p.add_argument_group("run")
     r.add_argument("--seed", type=int, default=S, help="seed of both stages (default: random, written to OUT.json)")
-    r.add_argument("--max-pixels", type=int, default=S, metavar="N", help=f"working-size budget in pixels (default: {d.max_pixels})")
+    r.add_argument("--max-pixels", type=int, default=S, metavar="N",
+                   help="pixel budget of the diffusion models (default: 512x512); flow, chain, lut and copy work at the clip's own "
+                        "size unless it is given, and are then capped by it too (e.g. --max-pixels 2073600 for at most 1080p)")
+    r.add_argument("--crf", type=int, default=S, metavar="Q",
+                   help=f"quality of the mp4 outputs: 0 lossless, 16 visually lossless, 23 x264's default, 51 worst (default: {d.crf}); "
+                        "`-o DIR/` writes numbered PNGs instead (lossless)")
     r.add_argument("--device", default=S, help="cpu, cuda, cuda:1 or mps (default: the best available)")
     r.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=S, help="default: fp16 on CUDA, fp32 elsewhere")
     r.add_argument("--cpu-offload", action="store_true", default=S, help="keep models on the CPU until their turn (small GPUs)")

@@ -1,9 +1,11 @@
 """Propagate a keyframe you edited yourself (in any tool) through the video: `magicprop edit` without stage I, so Stable
 Diffusion is never loaded.
 
-Writes the same files as `magicprop edit`: OUT.mp4 (source size and frame rate), OUT.keyframe.png,
-OUT.comparison.mp4 and OUT.json (`--config OUT.json` runs it again). The keyframe image may have any size: it is
-resized to the video's (with a warning when that stretches it). Without --keyframe-index, the frame it was edited from
+Writes the same files as `magicprop edit`: OUT.mp4 (source size and frame rate; `-o DIR/` writes numbered PNGs
+instead, `--crf` sets the mp4's quality), OUT.keyframe.png, OUT.comparison.mp4 and OUT.json (`--config OUT.json` runs
+it again). flow, chain, lut and copy work at the video's own size (a 4K clip stays 4K; `--max-pixels` caps them); a
+keyframe image of that size is used as it is, another is fitted to it (with a warning when that stretches it). The
+clip is streamed: memory does not grow with its length. Without --keyframe-index, the frame the image was edited from
 is found by matching structure (edges, not colours) and said in one line with its confidence; when no frame matches
 confidently, frame 0 is used (the usual case: an edited first frame) and said so. With --keyframes DIR, several edited
 keyframes (each named by its frame index) are propagated together; every keyframe is kept exactly.
@@ -18,6 +20,8 @@ Examples:
   magicprop propagate clip.mp4 --keyframe-image edit.png --keyframe-index 0 --propagator flow -o flow.mp4
   magicprop propagate clip.mp4 --keyframe-image edit.png --keyframe-index 0 --propagator hybrid -o hybrid.mp4   # flow + PropDPM
   magicprop propagate long_clip.mp4 --keyframes edited_keys/ -o edited.mp4   # edited_keys/0.png, 40.png, 80.png
+  magicprop propagate clip_4k.mp4 --keyframe-image frame0_4k.png --keyframe-index 0 -o edited_frames/   # 00000.png, ...
+  magicprop propagate clip_4k.mp4 --keyframe-image frame0_4k.png --keyframe-index 0 --max-pixels 2073600 --crf 20 -o edited.mp4
 """
 
 from __future__ import annotations

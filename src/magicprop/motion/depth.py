@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from ..devices import resolve_device, resolve_dtype
 from ..errors import MagicPropError, UsageError, first_line
 from ..hub import DEFAULT_IDS
 from ..fileio import PathLike, atomic_save_npz, expand_user, require_file
+from ..video import Frames
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +89,9 @@ class DepthEstimator:
     def device(self):
         return next(self.model.parameters()).device
 
-    def __call__(self, frames: np.ndarray, *, batch_size: int = 8, progress: bool = True) -> np.ndarray:
-        """(T, H, W, 3) uint8 -> raw relative disparity (T, H, W) float32 at frame size (larger = nearer, any scale)."""
+    def __call__(self, frames: np.ndarray | Frames, *, batch_size: int = 8, progress: bool = True) -> np.ndarray:
+        """(T, H, W, 3) uint8 (an array or a lazy `video.Frames`, read one batch at a time) -> raw relative disparity
+        (T, H, W) float32 at frame size (larger = nearer, any scale)."""
         import torch
         import torch.nn.functional as F
         from tqdm.auto import tqdm
@@ -100,9 +103,7 @@ class DepthEstimator:
         # Processors keep the aspect ratio while fitting a fixed size, so a 16x256 strip would shrink to a few pixels (or
         # none) on its short side. The model sees such strips stretched to 4:1; its prediction is resized to (h, w) anyway.
         if max(h, w) > MAX_MODEL_ASPECT * min(h, w):
-            from ..video import resize_frames
-
-            frames = resize_frames(frames, (max(h, math.ceil(w / MAX_MODEL_ASPECT)), max(w, math.ceil(h / MAX_MODEL_ASPECT))))
+            frames = frames.resized((max(h, math.ceil(w / MAX_MODEL_ASPECT)), max(w, math.ceil(h / MAX_MODEL_ASPECT))))
         dtype = next(self.model.parameters()).dtype
         out = np.empty((t, h, w), np.float32)
         starts = range(0, t, batch_size)
@@ -145,13 +146,15 @@ def _load_processor(auto_cls: Any, name: str) -> Any:
     raise UsageError(f"depth model {name} has no image processor (preprocessor_config.json); add it, or pass another --depth-model")
 
 
-def _check_frames(frames: np.ndarray) -> np.ndarray:
-    frames = np.asarray(frames)
+def _check_frames(frames: np.ndarray | Frames) -> Frames:
+    """The frames as a `Frames` (an array is wrapped, not copied), checked to be uint8 (T, H, W, 3)."""
+    if not isinstance(frames, Frames):
+        frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
         raise UsageError(
             f"frames must be uint8 (T, H, W, 3) with T >= 1, got {frames.dtype} {frames.shape}; read them with magicprop.video.read_video"
         )
-    return frames
+    return frames if isinstance(frames, Frames) else Frames.from_array(frames)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -174,8 +177,10 @@ def normalize_clip_depth(raw: np.ndarray, *, low_q: float = 0.01, high_q: float 
     lo, hi = np.quantile(values, [low_q, high_q])
     if not hi - lo > 1e-6 * max(abs(hi), abs(lo)):  # relative: a model's disparity may be on any scale
         return np.full(raw.shape, 0.5, np.float32)
-    out = (raw - np.float32(lo)) / np.float32(hi - lo)
-    return np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0).astype(np.float32)
+    out = np.subtract(raw, np.float32(lo), dtype=np.float32)  # one new array, worked on in place: a long clip's depth
+    out /= np.float32(hi - lo)  # is the largest thing a run holds
+    np.nan_to_num(out, copy=False, nan=0.0)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -233,6 +238,16 @@ def load_depth(path: PathLike, *, size: tuple[int, int] | None = None, frames: i
     return resize_depth(depth, size) if size is not None else depth.astype(np.float32)
 
 
+def given_depth(depth: PathLike | np.ndarray, frames: int, size: tuple[int, int]) -> np.ndarray:
+    """A depth the user gave (a .npz path or a (T, H, W) array) checked against the clip's length, at `size`."""
+    if isinstance(depth, (str, os.PathLike)):
+        return load_depth(depth, size=size, frames=frames)
+    depth = np.asarray(depth, dtype=np.float32)
+    if depth.ndim != 3 or len(depth) != frames:
+        raise UsageError(f"depth must be (T, H, W) with T = {frames} frames, got shape {depth.shape}")
+    return resize_depth(depth, size)
+
+
 def _validate_depth(depth: np.ndarray, where: str) -> np.ndarray:
     if depth.ndim != 3:
         raise UsageError(f"depth in {where} must be (T, H, W), got shape {depth.shape}; stack single maps with depth[None]")
@@ -251,17 +266,22 @@ def _validate_depth(depth: np.ndarray, where: str) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------------------
 # The whole step, cached
 # ---------------------------------------------------------------------------------------------------------------------
-def depth_cache_key(frames: np.ndarray, model_id: str, size: tuple[int, int] | None) -> str:
-    """sha256 over the frames' bytes, their shape, the model and the output size: any change gives a new entry."""
+def depth_cache_key(frames: np.ndarray | Frames, model_id: str, size: tuple[int, int] | None) -> str:
+    """sha256 over the frames (an array's bytes, one frame at a time; a `Frames`' identity), their shape, the model
+    and the output size: any change gives a new entry."""
     digest = hashlib.sha256()
     digest.update(json.dumps({"shape": list(frames.shape), "dtype": str(frames.dtype), "model": model_id,
                               "size": list(size) if size else None}).encode())  # fmt: skip
-    digest.update(np.ascontiguousarray(frames).data)
+    if isinstance(frames, Frames):
+        digest.update(frames.identity.encode())
+    else:
+        for frame in np.asarray(frames):
+            digest.update(np.ascontiguousarray(frame).data)
     return digest.hexdigest()
 
 
 def estimate_clip_depth(
-    frames: np.ndarray,
+    frames: np.ndarray | Frames,
     estimator: DepthEstimator,
     *,
     cache_dir: PathLike | None = None,
@@ -274,8 +294,9 @@ def estimate_clip_depth(
     With `cache_dir`, the result is stored as a depth .npz named by `depth_cache_key` and reused on the next call with
     the same frames, model and size (the model is not run). A damaged cache file is recomputed and replaced.
     """
-    frames = _check_frames(frames)
-    key = depth_cache_key(frames, estimator.model_id, size)
+    checked = _check_frames(frames)
+    key = depth_cache_key(frames if isinstance(frames, Frames) else np.asarray(frames), estimator.model_id, size)
+    frames = checked
     cached = Path(cache_dir) / f"depth-{key[:40]}.npz" if cache_dir is not None else None
     if cached is not None and cached.is_file():
         try:

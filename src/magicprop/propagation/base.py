@@ -24,6 +24,7 @@ from .blend import blend_keyframes, keyframe_spans
 
 if TYPE_CHECKING:
     from ..models.bundle import PropagationModels
+    from ..video import Frames
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -40,9 +41,12 @@ class PropagationSettings:
 
 @dataclass
 class PropagationRequest:
-    """Everything a propagator may read. Frames are at the working size; keyframes are {frame index: (H, W, 3) uint8}."""
+    """Everything a propagator may read. Keyframes are {frame index: (H, W, 3) uint8} at the source frames' size."""
 
-    source: np.ndarray | None  # (T, H, W, 3) uint8 source frames; read by propagators with needs_source
+    # (T, H, W, 3) uint8 source frames, read by propagators with needs_source: an array or a lazy `video.Frames`. Read
+    # them one frame (or a small window) at a time; never make the whole clip one array (np.asarray, copy, hashing it
+    # at once: `video.clip_digest` hashes either kind for fingerprints)
+    source: np.ndarray | Frames | None
     keyframes: dict[int, np.ndarray]  # edited keyframes by frame index (negative counts from the end)
     depth: np.ndarray | None = None  # (T, h, w) float32 in [0, 1], 1 = nearest; read by propagators with needs_depth
     models: PropagationModels | None = None  # read by propagators with needs_model
@@ -53,6 +57,9 @@ class PropagationRequest:
     progress: bool = True  # a tqdm bar
     # callback(frames_done, total), the keyframes counted as done; raising from it stops the run (the UI's Cancel)
     callback: ProgressCallback | None = None
+    # (h, w) at which diffusion models run (multiples the model needs); None means the source's size. A full-resolution
+    # propagator that runs a diffusion model inside renders the model at this size and brings the result up itself.
+    working_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.num_frames is None:
@@ -91,6 +98,9 @@ class Propagator:
     needs_depth: ClassVar[bool] = False  # reads the clip's depth (request.depth)
     needs_source: ClassVar[bool] = True  # reads the source frames (request.source)
     combines_keyframes: ClassVar[bool] = False  # render() takes several keyframes itself (no crossfade around it)
+    # True: given the source at its own size (no shrink-and-enlarge round trip); the pipeline then caps the size only
+    # when the user gives max_pixels. False: given the diffusion models' working size.
+    full_resolution: ClassVar[bool] = False
     summary: ClassVar[str] = ""  # one line for --help and the UI
 
     def __call__(self, request: PropagationRequest) -> Iterator[np.ndarray]:
@@ -157,7 +167,7 @@ def resolve_keyframes(keyframes, num_frames: int) -> dict[int, np.ndarray]:
     return {t: keyframes[resolved[t]] for t in sorted(resolved)}
 
 
-def check_frames(source: np.ndarray, keyframes: dict[int, np.ndarray]) -> None:
+def check_frames(source: np.ndarray | Frames, keyframes: dict[int, np.ndarray]) -> None:
     """The source is a (T, H, W, 3) uint8 clip and every keyframe a uint8 image of its frames' size."""
     if source.ndim != 4 or source.shape[-1] != 3:
         raise UsageError(f"source must be a (T, H, W, 3) clip, got shape {source.shape}; read it with magicprop.video.read_video")

@@ -7,7 +7,9 @@ are the floor any propagation has to beat.
   entering the frame), and bilinear resampling softens the result a little more at every step.
 
 Both take the *source* clip (T, H, W, 3) uint8, the edited keyframe (H, W, 3) uint8 and the keyframe's index, and
-return the edited clip (T, H, W, 3) uint8 whose frame `keyframe_index` is the keyframe itself.
+return the edited clip (T, H, W, 3) uint8 whose frame `keyframe_index` is the keyframe itself. The propagators (`copy`,
+`chain`, `lut`) stream the same frames one at a time, at the source's own size (`full_resolution`), from an array or a
+lazy `video.Frames`.
 
 - `lut`: a colour lookup learnt from the keyframe pair, applied to every source frame, with no motion. It is the sanity
   check of every benchmark: where `lut` wins, the benchmark measures colour mapping, not propagation.
@@ -41,7 +43,9 @@ from tqdm.auto import tqdm
 
 from ..errors import UsageError
 from ..motion.flow import FlowMethod, carry, optical_flow
+from ..video import Frames, clip_digest
 from .base import PropagationRequest, Propagator
+from .store import FrameStore
 
 
 def propagate_copy(source: np.ndarray, keyframe: np.ndarray, keyframe_index: int) -> np.ndarray:
@@ -58,30 +62,38 @@ def propagate_flow(
     method: FlowMethod = "dis",
     progress: bool = True,
 ) -> np.ndarray:
-    """(T, H, W, 3) uint8: the keyframe warped along the source's flow, forward to the end and backward to the start.
-
-    For each next frame t reached from its neighbour p (p = t - 1 going forward, t + 1 going backward), the flow from
-    t to p is measured on the *source* frames (the edit may have destroyed the texture flow needs), and output[p] is
-    backward-warped with it. Where the forward-backward check fails (t shows something p did not) or the flow points
-    outside the frame, there is nothing to carry, so the pixel keeps output[p]'s value at the same place: a still patch
-    is less jarring than a smear.
-    """
-    # 1. Check inputs
+    """(T, H, W, 3) uint8: the keyframe warped along the source's flow, forward to the end and backward to the start
+    (`carry_along_flow` in both directions, gathered in one array: the `chain` propagator streams them instead)."""
     keyframe_index = _check_inputs(source, keyframe, keyframe_index)
-    num_frames = len(source)
-    out = np.empty_like(source, dtype=np.uint8)
+    out = np.empty(source.shape, np.uint8)
     out[keyframe_index] = keyframe
+    with tqdm(total=len(source) - 1, desc="flow propagation", unit="frame", disable=not progress) as bar:
+        for step in (1, -1):
+            for t, frame in carry_along_flow(source, keyframe, keyframe_index, step, method=method):
+                out[t] = frame
+                bar.update()
+    return out
 
-    # 2. Walk away from the keyframe in both directions; each step only needs the step before it.
-    order = [(t, t - 1) for t in range(keyframe_index + 1, num_frames)]
-    order += [(t, t + 1) for t in range(keyframe_index - 1, -1, -1)]
-    for t, p in tqdm(order, desc="flow propagation", unit="frame", disable=not progress):
+
+def carry_along_flow(source: np.ndarray | Frames, keyframe: np.ndarray, keyframe_index: int, step: int, *,
+                     method: FlowMethod = "dis") -> Iterator[tuple[int, np.ndarray]]:  # fmt: skip
+    """(t, frame) for t = k + step, k + 2 step, ... to the clip's end: the keyframe carried frame to frame.
+
+    For each next frame t reached from its neighbour p = t - step, the flow from t to p is measured on the *source*
+    frames (the edit may have destroyed the texture flow needs), and the output at p is backward-warped with it. Where
+    the forward-backward check fails (t shows something p did not) or the flow points outside the frame, there is
+    nothing to carry, so the pixel keeps the output at p's value at the same place: a still patch is less jarring than a
+    smear. Only the previous output and two source frames are held.
+    """
+    previous, t = keyframe, keyframe_index + step
+    while 0 <= t < len(source):
+        p = t - step
         flow_tp = optical_flow(source[t], source[p], method=method)  # source[t][y, x] ~ source[p][(y, x) + flow]
         flow_pt = optical_flow(source[p], source[t], method=method)
-        carried, hole = carry(out[p], flow_tp, flow_pt)
-        carried[hole] = out[p][hole]
-        out[t] = carried
-    return out
+        carried, hole = carry(previous, flow_tp, flow_pt)
+        carried[hole] = previous[hole]
+        yield t, carried
+        previous, t = carried, t + step
 
 
 def _check_inputs(source: np.ndarray, keyframe: np.ndarray, keyframe_index: int) -> int:
@@ -113,6 +125,7 @@ class CopyPropagator(Propagator):
     name = "copy"
     summary = "repeat the keyframe (a baseline: no motion)"
     needs_source = False
+    full_resolution = True
 
     def render(self, request: PropagationRequest) -> Iterator[np.ndarray]:
         for t in range(request.num_frames):
@@ -122,19 +135,51 @@ class CopyPropagator(Propagator):
 
 
 class ChainPropagator(Propagator):
-    """`propagate_flow`: the keyframe carried frame to frame along the source's optical flow, each frame resampling
-    the one before it (the baseline the anchored `flow` propagator is measured against: blur and drift compound)."""
+    """`carry_along_flow`: the keyframe carried frame to frame along the source's optical flow, each frame resampling
+    the one before it (the baseline the anchored `flow` propagator is measured against: blur and drift compound).
+
+    Frames stream in order with flat memory: the backward chain (frames before the keyframe) is computed first into a
+    `FrameStore` (the work folder, or a temporary one) and read back; the forward chain is given as it is computed. A
+    resumed run whose backward frames are all saved and intact does not compute them again."""
 
     name = "chain"
     summary = "carry the previous output frame to frame along the flow (a baseline: blur compounds)"
+    full_resolution = True
+
+    def fingerprint(self, request: PropagationRequest) -> dict:
+        return {"propagator": "chain/1", "shape": list(request.source.shape), "source": clip_digest(request.source),
+                "keyframe": clip_digest(request.keyframe), "keyframe_index": request.keyframe_index}  # fmt: skip
 
     def render(self, request: PropagationRequest) -> Iterator[np.ndarray]:
-        k = request.keyframe_index
-        frames = propagate_flow(request.source, request.keyframe, k, progress=request.progress)
-        for t, frame in enumerate(frames):
-            yield frame
-            if t != k:
-                report(request, t + (t < k), request.num_frames - 1)
+        k, total = request.keyframe_index, request.num_frames - 1
+        store = FrameStore(request.work_dir, self.fingerprint(request), request.resume)
+        bar = tqdm(total=total, desc="chain propagation", unit="frame", disable=not request.progress)
+        done = 0
+
+        def finished() -> None:
+            nonlocal done
+            done += 1
+            bar.update()
+            report(request, done, total)
+
+        try:
+            # 1. Before the keyframe: its backward chain, each frame saved as it comes, then read back in order
+            if request.resume and all(store.has(t) for t in range(k)):
+                bar.update(k)
+                done = k
+            else:
+                for t, frame in carry_along_flow(request.source, request.keyframe, k, -1):
+                    store.save(t, frame)
+                    finished()
+            yield from (store.load(t) for t in range(k))
+            yield request.keyframe
+            # 2. After it: the forward chain, each frame given as it comes
+            for _, frame in carry_along_flow(request.source, request.keyframe, k, 1):
+                yield frame
+                finished()
+        finally:
+            bar.close()
+            store.close()
 
 
 def report(request: PropagationRequest, done: int, total: int) -> None:
@@ -180,6 +225,7 @@ class LutPropagator(Propagator):
     name = "lut"
     summary = "map each source frame through a colour lookup learnt from the keyframe (a baseline: no motion)"
     needs_source = True
+    full_resolution = True
 
     def __init__(self, bins: int = 32) -> None:
         self.bins = bins

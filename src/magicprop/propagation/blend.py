@@ -22,22 +22,34 @@ def blend_keyframes(
     `render(k, start, stop)` yields frames start..stop-1 propagated from keyframe k (one call per keyframe, over its
     `keyframe_spans`). Between two keyframes both chains reach every frame; they are crossfaded linearly by distance,
     so each keyframe is kept exactly, a frame takes most from the keyframe nearest to it (whose chain has drifted
-    least), and no seam appears where the ranges meet. At most two keyframes' frames are held at once.
+    least), and no seam appears where the ranges meet. The frames a keyframe's chain gives from the keyframe on wait on
+    disk (a temporary `FrameStore`) for the next keyframe's to be crossfaded with: memory holds a frame or two.
     """
-    tail: list[np.ndarray] = []  # frames k_prev..next_start-1 propagated from the previous keyframe
+    from .store import FrameStore  # here: the store reads torch-free safetensors pieces, loaded only for several keyframes
+
+    tail: FrameStore | None = None  # frames prev..k-1 propagated from the previous keyframe
     prev = None
-    for k, start, stop in keyframe_spans(keyframe_indices, num_frames):
-        frames = list(render(k, start, stop))
-        if len(frames) != stop - start:
-            raise RuntimeError(f"rendering keyframe {k} gave {len(frames)} frames for {stop - start}")
-        head = frames[: k - start]  # start..k-1, the backward chain of this keyframe
-        if prev is None:
-            yield from head
-        else:
-            gap = k - prev
-            yield tail[0]  # the previous keyframe itself
-            for i, (a, b) in enumerate(zip(tail[1:], head)):  # frame prev+1+i: weight of this keyframe grows with t
-                w = (i + 1) / gap
-                yield np.round(a.astype(np.float32) * (1 - w) + b.astype(np.float32) * w).astype(np.uint8)
-        tail, prev = frames[k - start :], k
-    yield from tail
+    try:
+        for k, start, stop in keyframe_spans(keyframe_indices, num_frames):
+            if tail is not None:
+                yield tail.load(prev)  # the previous keyframe itself
+            kept, count = FrameStore(None, {}, False), 0
+            for t, frame in zip(range(start, num_frames), render(k, start, stop)):
+                count += 1
+                if t >= k:
+                    kept.save(t, frame)
+                elif tail is None:
+                    yield frame
+                else:  # frame t between the two keyframes: the weight of this keyframe grows with t
+                    w = (t - prev) / (k - prev)
+                    yield np.round(tail.load(t).astype(np.float32) * (1 - w) + frame.astype(np.float32) * w).astype(np.uint8)
+            if count != stop - start:
+                kept.close()
+                raise RuntimeError(f"rendering keyframe {k} gave {count} frames for {stop - start}")
+            if tail is not None:
+                tail.close()
+            tail, prev = kept, k
+        yield from (tail.load(t) for t in range(prev, num_frames))
+    finally:
+        if tail is not None:
+            tail.close()

@@ -66,14 +66,15 @@ def readable_errors(fn: F) -> F:
 @readable_errors
 def load_clip(path: str | None, session: Session, examples: Examples | None = None) -> tuple[str, dict, Any, Any]:
     """Read an uploaded (or example) clip. Returns (info markdown, slider update, cleared keyframe, editor value)."""
-    from ..video import read_video
+    from ..video import Frames
 
     session.clip, session.keyframe, session.keyframe_source, session.kept, session.coverage = None, None, None, {}, None
     if not path:
         return "Upload a clip or pick an example.", gr.update(value=0, maximum=1, interactive=False), None, None
     with _shown_as_name(path):
-        frames, fps = read_video(path)
-    if frames.ndim != 4 or len(frames) == 0:
+        frames = Frames.open(path)  # read lazily: a long 4K upload is not held in memory
+        fps = frames.fps
+    if len(frames) == 0:
         raise UsageError(f"{Path(path).name} has no video frames; upload another clip")
     if len(frames) < 2:
         raise UsageError(f"{Path(path).name} has a single frame; propagation needs a clip of at least 2 frames")
@@ -257,31 +258,34 @@ def propagate(
     progress: gr.Progress = gr.Progress(track_tqdm=True),
 ) -> tuple[str, list[str], str]:
     """Stage II. Returns (side-by-side video path, [edited video, keyframe png, settings json], note)."""
-    from ..video import save_image, side_by_side, write_video
+    from ..video import VideoWriter, save_image, side_by_side
 
     clip = _require_clip(session)
     keys = _keyframes(session)
     if not keys:
         raise UsageError("no edited keyframe yet: generate one from a prompt or upload one first")
     start = time.perf_counter()
-    with session.job("propagation"):
-        frames = models.propagate(
-            clip, keys, propagator=propagator, steps=int(steps), seed=int(seed),
-            on_step=_progress_hook(session, progress, f"propagating ({propagator})"),
-        )  # fmt: skip
-    seconds = time.perf_counter() - start
-
     out = session.new_run_dir(propagator)
     stem = Path(clip.name).stem
     edited = out / f"{stem}-edited.mp4"
     comparison = out / f"{stem}-comparison.mp4"
-    write_video(edited, frames, clip.fps)
-    write_video(comparison, side_by_side([clip.frames, frames], ["source", f"edited ({propagator})"]), clip.fps)
+    labels, count = ["source", f"edited ({propagator})"], 0
+    with session.job("propagation"), VideoWriter(edited, clip.fps) as edited_writer, VideoWriter(comparison, clip.fps) as side:
+        frames = models.propagate(
+            clip, keys, propagator=propagator, steps=int(steps), seed=int(seed),
+            on_step=_progress_hook(session, progress, f"propagating ({propagator})"),
+        )  # fmt: skip
+        for t, frame in enumerate(frames):  # written as they come: the clip is never held
+            edited_writer.write(frame)
+            side.write(side_by_side([clip.frames[t][None], frame[None]], labels)[0])
+            count += 1
+    seconds = time.perf_counter() - start
+
     pngs = [str(save_image(out / f"{stem}-keyframe-{k:04d}.png", image)) for k, image in keys.items()]
     settings = settings_dict(session, models, propagator=propagator, steps=int(steps), seed=int(seed), seconds=seconds)
     atomic_write_json(out / f"{stem}-settings.json", settings)
     which = f"frame {next(iter(keys))}" if len(keys) == 1 else f"keyframes {', '.join(map(str, keys))}"
-    note = f"Propagated {which} to {len(frames)} frames with `{propagator}` in {seconds:.1f} s."
+    note = f"Propagated {which} to {count} frames with `{propagator}` in {seconds:.1f} s."
     return str(comparison), [str(edited), *pngs, str(out / f"{stem}-settings.json")], note
 
 

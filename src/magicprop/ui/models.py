@@ -13,7 +13,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -149,8 +149,9 @@ class ActiveModels:
 
     def propagate(
         self, clip: Clip, keyframes: dict[int, np.ndarray], *, propagator: str, steps: int, seed: int, on_step: Callable[[int, int], None]
-    ) -> np.ndarray:
-        """Stage II from given keyframes ({frame index: image}, one or several): (T, H, W, 3) uint8 at the clip's size."""
+    ) -> Iterator[np.ndarray]:
+        """Stage II from given keyframes ({frame index: image}, one or several): (H, W, 3) uint8 frames at the clip's
+        size, made as they are taken (the clip is never held; the pipeline is this job's until the last frame)."""
         chosen = get_propagator(propagator)
         if propagator not in self.propagators():
             why = f": {self.propdpm_reason}" if chosen.needs_model and self.propdpm_reason else ""
@@ -159,10 +160,11 @@ class ActiveModels:
             others = ", ".join(n for n in self.propagators() if not PROPAGATORS[n].needs_depth)
             raise UsageError(f"{propagator} needs the clip's depth and the depth model is {self.depth_reason}; choose {others}")
         with self.lock:
-            return self.pipeline.propagate(
+            yield from self.pipeline.propagate(
                 clip.frames, keyframes, depth=clip.depth, propagator=chosen,
                 settings=PropagationSettings(num_inference_steps=steps, seed=seed),
                 callback=on_step,  # (frames_done, total), the keyframes counted as done
+                output_type="iterator",
             )  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import MagicPropError
+from ..video import Frames
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class Clip:
     name: str  # file name shown in the page and written to settings.json
-    frames: np.ndarray  # (T, H, W, 3) uint8
+    frames: Frames | np.ndarray  # (T, H, W, 3) uint8, read lazily from the upload (`video.Frames`) or given
     fps: float
     depth: np.ndarray | None = None  # (T, H, W) ground truth for bundled examples; None = estimate it (or not needed)
 

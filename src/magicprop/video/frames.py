@@ -1,4 +1,5 @@
-"""Frames in memory: resizing, and the labelled side-by-side panels of comparison videos and contact sheets."""
+"""Frames in memory: resizing, working sizes, and the labelled side-by-side panels of comparison videos and contact
+sheets."""
 
 from __future__ import annotations
 
@@ -39,6 +40,25 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int], *, interpolation: s
     for i, frame in enumerate(frames):
         out[i] = cv2.resize(frame, (w, h), interpolation=flag).reshape(h, w, -1)  # reshape: cv2 drops a channel of 1
     return out
+
+
+def working_size(height: int, width: int, *, max_pixels: int = 512 * 512, multiple_of: int = 8) -> tuple[int, int]:
+    """The largest (H, W), both multiples of `multiple_of`, with the source's aspect ratio and H * W <= max_pixels.
+
+    Never larger than the source except for rounding up to the multiple: a 33x47 clip works at 40x48, not 512x512.
+    """
+    m = multiple_of
+    if height < 1 or width < 1 or m < 1 or max_pixels < m * m:
+        raise ValueError(f"working_size: bad arguments {height}x{width}, max_pixels={max_pixels}, multiple_of={m}")
+    short, long_ = sorted((height, width))
+    aspect = long_ / short
+    cap_short, cap_long = math.ceil(short / m) * m, math.ceil(long_ / m) * m
+    # From the largest allowed short side down; the long side follows the aspect ratio to the nearest multiple.
+    for s in range(min(cap_short, math.isqrt(int(max_pixels / aspect)) // m * m + m), 0, -m):
+        l = max(m, min(cap_long, math.floor(s * aspect / m + 0.5) * m))
+        if s * l <= max_pixels:
+            return (s, l) if height <= width else (l, s)
+    return (m, m)
 
 
 def _as_clip(clip: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Reading clips and images: sampling, resizing and cropping while streaming, with one-line errors for bad inputs.
+"""Reading clips: sampling, resizing and cropping while streaming, with one-line errors for bad inputs.
 
 Inputs are video files decoded by PyAV (mp4, mov, webm, mkv, avi, gif, ...) or a folder of numbered images (.jpg, .jpeg,
 .png, in natural order: 2.png before 10.png). An image folder carries no frame rate: it is the `fps` argument, default
@@ -6,8 +6,9 @@ Inputs are video files decoded by PyAV (mp4, mov, webm, mkv, avi, gif, ...) or a
 rotation metadata (phone videos) is applied in quarter turns. A damaged or truncated file yields the frames that decode,
 with a warning; a file with none raises `UsageError`.
 
-The output side (writers, `resize_frames`, `side_by_side`, `grid`, `save_image`) lives in `video.writing`; callers
-import both from `magicprop.video`.
+`VideoReader` streams frames in order; `clip.Frames` is the same source as a lazy array (random access, views).
+Images and masks are read by `video.images`, written (with clips) by `video.writing`; callers import all of them from
+`magicprop.video`.
 """
 
 from __future__ import annotations
@@ -21,13 +22,12 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import av
-import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import UsageError
 from ..fileio import PathLike, natural_key, require_file
 from .frames import resize_frames
+from .images import image_size, load_image
 
 logger = logging.getLogger(__name__)
 
@@ -44,100 +44,6 @@ class VideoInfo:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Images and masks
-# ---------------------------------------------------------------------------------------------------------------------
-def _open_image(path: PathLike, what: str) -> Image.Image:
-    """A loaded PIL image with its EXIF orientation applied (phones store portrait photos sideways plus a tag)."""
-    path = require_file(path, what)
-    try:
-        with Image.open(path) as im:
-            return ImageOps.exif_transpose(im)
-    except Image.DecompressionBombError:
-        raise UsageError(f"{what} {path} has more pixels than PIL decodes safely (its decompression-bomb limit); downscale it") from None
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise UsageError(f"{what} {path} is not a readable image; use a PNG or JPEG file") from None
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    """(height, width) of an image file after EXIF orientation, reading only its header."""
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            return (w, h) if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (h, w)  # 5-8 turn by 90 degrees
-    except Image.DecompressionBombError:
-        raise UsageError(f"{path} has more pixels than PIL decodes safely (its decompression-bomb limit); downscale it") from None
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise UsageError(f"{path} is not a readable image; remove it or replace it with a PNG or JPEG file") from None
-
-
-def load_image(path: PathLike) -> np.ndarray:
-    """An image file as uint8 RGB (H, W, 3); grayscale, 16-bit, RGBA and palette images are converted."""
-    im = _open_image(path, "image")
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float grayscale: PIL's convert("RGB") would clip it
-        a = np.asarray(im, dtype=np.float64)
-        gray = np.clip(np.rint(a if im.mode == "F" else a / 257.0), 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")  # via RGBA: PIL warns when palette transparency is dropped directly
-    return np.array(_convert(im, "RGB", path, "image"), dtype=np.uint8)
-
-
-def _convert(im: Image.Image, mode: str, path: PathLike, what: str) -> Image.Image:
-    try:
-        return im.convert(mode)
-    except ValueError:  # e.g. LAB TIFFs: PIL has no direct conversion
-        raise UsageError(f"{what} {path} is in PIL mode {im.mode}, which PIL cannot convert to {mode}; save it as an RGB PNG") from None
-
-
-def load_mask(path: PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
-    """A mask file as bool (H, W): grayscale > 127 is inside. Resized (nearest, with a warning) to `size` = (H, W).
-
-    A mask drawn as transparency (one colour, the shape in the alpha channel) is read from its alpha channel.
-    """
-    im = _open_image(path, "mask")
-    gray = np.asarray(_convert(im, "L", path, "mask"))
-    if "A" in im.mode or (im.mode == "P" and "transparency" in im.info):
-        alpha = np.asarray(_convert(im, "RGBA", path, "mask"))[..., 3]
-        if gray.min() == gray.max() and alpha.min() != alpha.max():
-            gray = alpha
-    mask = gray > 127
-    if size is not None and mask.shape != tuple(size):
-        h, w = size
-        logger.warning(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but the video is {w}x{h}; resizing it (nearest)")
-        mask = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
-    return mask
-
-
-def fit_image(image: np.ndarray, size: tuple[int, int], *, what: str = "keyframe image") -> np.ndarray:
-    """Resize an (H, W, C) image to `size` = (H, W); warns when that stretches it (aspect ratios differ by > 1%)."""
-    image = np.asarray(image)
-    h, w = image.shape[:2]
-    th, tw = size
-    if abs(math.log((w / h) / (tw / th))) > 0.01:
-        logger.warning(f"{what} is {w}x{h} but the video is {tw}x{th}: resizing stretches it; crop it to the video's shape")
-    return resize_frames(image, (th, tw))
-
-
-def working_size(height: int, width: int, *, max_pixels: int = 512 * 512, multiple_of: int = 8) -> tuple[int, int]:
-    """The largest (H, W), both multiples of `multiple_of`, with the source's aspect ratio and H * W <= max_pixels.
-
-    Never larger than the source except for rounding up to the multiple: a 33x47 clip works at 40x48, not 512x512.
-    """
-    m = multiple_of
-    if height < 1 or width < 1 or m < 1 or max_pixels < m * m:
-        raise ValueError(f"working_size: bad arguments {height}x{width}, max_pixels={max_pixels}, multiple_of={m}")
-    short, long_ = sorted((height, width))
-    aspect = long_ / short
-    cap_short, cap_long = math.ceil(short / m) * m, math.ceil(long_ / m) * m
-    # From the largest allowed short side down; the long side follows the aspect ratio to the nearest multiple.
-    for s in range(min(cap_short, math.isqrt(int(max_pixels / aspect)) // m * m + m), 0, -m):
-        l = max(m, min(cap_long, math.floor(s * aspect / m + 0.5) * m))
-        if s * l <= max_pixels:
-            return (s, l) if height <= width else (l, s)
-    return (m, m)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # Sources: a folder of images or a video file decoded by PyAV
 # ---------------------------------------------------------------------------------------------------------------------
 def _list_images(folder: Path) -> list[Path]:
@@ -146,9 +52,9 @@ def _list_images(folder: Path) -> list[Path]:
     if not files:
         raise UsageError(f"folder {folder} has no .jpg/.jpeg/.png images; put numbered frames in it or pass a video file")
     files.sort(key=natural_key)
-    first = _image_size(files[0])
+    first = image_size(files[0])
     for f in files[1:]:
-        if (size := _image_size(f)) != first:
+        if (size := image_size(f)) != first:
             raise UsageError(
                 f"images in {folder} have different sizes: {files[0].name} is {first[1]}x{first[0]} but {f.name} is "
                 f"{size[1]}x{size[0]}; resize them to one size"
@@ -179,8 +85,9 @@ def _stream_fps(path: Path, stream: av.video.stream.VideoStream) -> float:
     return DEFAULT_FPS
 
 
-def _decode(path: Path, container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
-    """Every decodable frame in presentation order; damage thins or ends the stream with a warning instead of a crash."""
+def _decode(path: Path, container: av.container.InputContainer, *, quiet: bool = False) -> Iterator[av.VideoFrame]:
+    """Every decodable frame in presentation order; damage thins or ends the stream with a warning instead of a crash
+    (quiet: without the warnings, for a file read again after they were given once)."""
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     decoded = bad_packets = 0
@@ -195,8 +102,11 @@ def _decode(path: Path, container: av.container.InputContainer) -> Iterator[av.V
                 decoded += 1
                 yield frame
     except av.error.FFmpegError as exc:  # the demuxer gave up: the file is cut short or damaged from here on
-        reason = exc.strerror or type(exc).__name__
-        logger.warning(f"{path}: stopped after {decoded} frames ({reason}); the file may be truncated")
+        if not quiet:
+            reason = exc.strerror or type(exc).__name__
+            logger.warning(f"{path}: stopped after {decoded} frames ({reason}); the file may be truncated")
+        return
+    if quiet:
         return
     if bad_packets:
         logger.warning(f"{path}: skipped {bad_packets} damaged packets")
@@ -399,7 +309,7 @@ def probe(path: PathLike, *, fps: float | None = None) -> VideoInfo:
     path = require_file(path, "video")  # first: a name too long for the filesystem makes is_dir() raise
     if path.is_dir():
         files = _list_images(path)
-        h, w = _image_size(files[0])
+        h, w = image_size(files[0])
         return VideoInfo(frames=len(files), fps=float(fps or DEFAULT_FPS), width=w, height=h)
     container = _open_container(path)
     try:

@@ -16,7 +16,6 @@ with bit-identical frames.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from dataclasses import asdict, dataclass
 from typing import Iterator
@@ -25,6 +24,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from ...video import clip_digest
 from ..base import PropagationRequest, Propagator
 from ..store import FrameStore
 from .appearance import AppearanceSettings, LocalAffine, render_keyframe
@@ -88,6 +88,7 @@ class AnchoredFlowPropagator(Propagator):
     summary = "warp the keyframe through anchored flow maps, fill what it cannot explain (no weights)"
     needs_source = True
     combines_keyframes = True
+    full_resolution = True
 
     def __init__(self, *, correction_passes: int = 1, correction_refinement: int = 1, frame_flow: str = "medium",
                  mismatch_threshold: float = 28.0, interpolation: str = "lanczos", handover: float = 0.5,
@@ -106,10 +107,10 @@ class AnchoredFlowPropagator(Propagator):
         self.fill, self.fill_name = resolve_fill(fill, synthesize)
 
     def fingerprint(self, request: PropagationRequest) -> dict:
-        """Digests of the source and keyframes, and every parameter: a resumed run must match all of them."""
-        digest = lambda a: hashlib.sha256(np.ascontiguousarray(a).data).hexdigest()  # noqa: E731 - no copy of the clip
-        return {"propagator": "anchored-flow/1", "shape": list(request.source.shape), "source": digest(request.source),
-                "keyframes": {str(k): digest(v) for k, v in request.keyframes.items()}, "maps": asdict(self.maps),
+        """Digests of the source (`clip_digest`: a lazy clip's identity, an array's pixels frame by frame) and keyframes,
+        and every parameter: a resumed run must match all of them."""
+        return {"propagator": "anchored-flow/1", "shape": list(request.source.shape), "source": clip_digest(request.source),
+                "keyframes": {str(k): clip_digest(v) for k, v in request.keyframes.items()}, "maps": asdict(self.maps),
                 "settings": asdict(self.settings), "fill": self.fill_name}  # fmt: skip
 
     def render(self, request: PropagationRequest) -> Iterator[np.ndarray]:

@@ -36,6 +36,7 @@ from ...models.encoders import clip_image_tokens, images_to_tensor, tensor_to_im
 from ...models.propdpm import PropConditioning, PropDPM, assemble_conditioning
 from ...motion.flow import optical_flow
 from ...schedulers import scheduler_from_config
+from ...video import clip_digest
 from ..base import PropagationSettings
 from ..flow.keyframe_warp import KeyframeWarp
 from ..store import LatentStore
@@ -54,7 +55,7 @@ def fingerprint(models: PropagationModels, depth: np.ndarray, keyframe: np.ndarr
     """What a run depends on; a resumed run must match it exactly."""
     digest = lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]  # noqa: E731
     return {
-        **({"video": digest(video)} if video is not None else {}),
+        **({"video": clip_digest(video)[:16]} if video is not None else {}),  # a lazy clip is not read whole to hash it
         "model": models.source,
         "propdpm": digest(np.frombuffer(json.dumps(models.propdpm.config, sort_keys=True, default=str).encode(), np.uint8)),
         "depth": digest(depth.astype(np.float32)),
