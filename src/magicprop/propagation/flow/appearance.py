@@ -171,12 +171,12 @@ def render_keyframe(edited: np.ndarray, map_: np.ndarray, interpolation: int, *,
     base = sample(model.base, map_, interpolation)  # float32: nothing saturates before the sum
     out = np.empty(base.shape, np.uint8)
     measured = measured_map if measured_map is not None and measured_map.shape[:2] == model.fit_size else map_
-    _compose(base, model.gain_at(measured), frame, out)
+    compose_gain(base, model.gain_at(measured), frame, out)
     return out
 
 
 @njit(cache=True, nogil=True)
-def _compose(base, gain, frame, out):  # pragma: no cover - compiled
+def compose_gain(base, gain, frame, out):  # pragma: no cover - compiled
     """out = rint(base + A frame) clipped to uint8, A (h, w, 9) bilinear at each pixel's position on its grid (half-pixel
     centres; the same grid gives A itself). One pass, row by row: each output row interpolates the two gain rows
     around it once, then each pixel only the two columns around it; the enlarged gain is never stored."""

@@ -93,16 +93,17 @@ class AnchoredFlowPropagator(Propagator):
     def __init__(self, *, correction_passes: int = 1, correction_refinement: int = 1, frame_flow: str = "medium",
                  mismatch_threshold: float = 28.0, interpolation: str = "lanczos", handover: float = 0.5,
                  feather: float = 6.0, fill_feather: float = 2.0, fill: str | FillFunction = "auto",
-                 synthesize=None, appearance: bool = True):  # fmt: skip
+                 synthesize=None, appearance: bool = True, measure_pixels: int = MapSettings.measure_pixels):  # fmt: skip
         """Options are those of `MapSettings` (the maps) and `AnchoredSettings`; fill: "auto" (patch synthesis when
         `patches` imports, else the colour transfer), "patches", "colour", or a function of a `FillRequest`;
         synthesize: the patch synthesiser to use instead of `patches.synthesize`; appearance: carry the source's
-        change since the keyframe into the edit (`appearance.LocalAffine`), in the warp and in the fill."""
+        change since the keyframe into the edit (`appearance.LocalAffine`), in the warp and in the fill;
+        measure_pixels: the maps of a larger clip are measured at this many pixels and brought up (0: at full size)."""
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
         self.maps = MapSettings(frame_flow=frame_flow, correction_passes=correction_passes,
                                 correction_refinement=correction_refinement,
-                                mismatch_threshold=mismatch_threshold)  # fmt: skip
+                                mismatch_threshold=mismatch_threshold, measure_pixels=measure_pixels)  # fmt: skip
         self.settings = AnchoredSettings(interpolation, handover, feather, fill_feather, appearance)
         self.fill, self.fill_name = resolve_fill(fill, synthesize)
 

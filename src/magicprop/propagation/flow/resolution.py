@@ -8,8 +8,8 @@ the frame's) is checked there, so the validity mask is as sharp as the footage.
 
 Maps are upsampled as displacements (bilinear, half-pixel centres, scaled by the size ratio), except at motion
 boundaries: where the four measured neighbours of a pixel disagree by more than two pixels, a blend of two motions is
-right for neither, so the pixel takes whichever of the four (or the blend) makes the keyframe look most like the frame
-over its 3x3 neighbourhood (`_upsample_map`). The occlusion mask is upsampled the same careful way: fully occluded or
+right for neither, so the pixel takes whichever of the four makes the keyframe look most like the frame over its 3x3
+neighbourhood (`_upsample_map`). The occlusion mask is upsampled the same careful way: fully occluded or
 fully visible neighbourhoods keep their label, and in between (the boundary band) the full-size colour check decides.
 """
 
@@ -31,8 +31,6 @@ MIN_MEASURE_SIDE = 32  # a measured side is never shrunk below this (DIS needs r
 # flat regions, where the flow is noise, spread by a pixel or so (16% of the cells of a 1080p clip measured at 0.35 Mpx;
 # 3% spread by more than 2 px), and a blend there is wrong by half the spread at most
 BOUNDARY_SPREAD = 2.0
-# a measured neighbour's motion replaces the bilinear blend at a boundary only when it matches clearly better
-BOUNDARY_PREFERENCE = 0.8
 
 
 def measure_size(height: int, width: int, pixels: int) -> tuple[int, int]:
@@ -107,8 +105,7 @@ def upsample_map(map_small: np.ndarray, size: tuple[int, int], key_grey: np.ndar
     disp[..., 0] *= w / ws  # small px -> full px
     disp[..., 1] *= h / hs
     out = np.empty((h, w, 2), np.float32)
-    _upsample_map(disp, np.float32(hs / h), np.float32(ws / w), key_grey, frame_grey, np.float32(BOUNDARY_SPREAD),
-                  np.float32(BOUNDARY_PREFERENCE), out)  # fmt: skip
+    _upsample_map(disp, np.float32(hs / h), np.float32(ws / w), key_grey, frame_grey, np.float32(BOUNDARY_SPREAD), out)
     return out
 
 
@@ -128,23 +125,25 @@ def _grey_at(img, x, y):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _sad(key, frame, x, y, dx, dy):  # pragma: no cover - compiled
-    """Sum over the 3x3 neighbourhood of pixel (x, y) of |key(x + d) - frame(x)|, grey."""
+    """|key(x + d) - frame(x)|, grey, summed over the 3x3 neighbourhood of pixel (x, y) with weights [1, 2, 1] x [1, 2,
+    1]: the pixel itself counts most (next to a boundary, a neighbour may well move the other way)."""
     h, w = frame.shape
     s = 0.0
     for v in range(-1, 2):
         yy = min(max(y + v, 0), h - 1)
         for u in range(-1, 2):
             xx = min(max(x + u, 0), w - 1)
-            s += abs(_grey_at(key, xx + dx, yy + dy) - float(frame[yy, xx]))
+            s += (2 - abs(u)) * (2 - abs(v)) * abs(_grey_at(key, xx + dx, yy + dy) - float(frame[yy, xx]))
     return s
 
 
 @njit(cache=True, nogil=True)
-def _upsample_map(disp, sy, sx, key, frame, spread, preference, out):  # pragma: no cover - compiled
+def _upsample_map(disp, sy, sx, key, frame, spread, out):  # pragma: no cover - compiled
     """out (H, W, 2): x + disp bilinear at the pixel's position on the measured grid (disp already in full-size px).
-    Where the four measured neighbours spread by more than `spread` px (a motion boundary), the neighbour whose motion
-    makes the keyframe match the frame best over 3x3 replaces the blend, if it beats it by the factor `preference`.
-    Column positions are computed once; each row reads its two measured rows."""
+    Where the four measured neighbours spread by more than `spread` px, the neighbour whose motion makes the keyframe
+    match the frame best over 3x3 replaces the blend: a smooth motion never strains that much between two measured
+    pixels, so this is a motion boundary (or a flat region, where any of them will do). Column positions are computed
+    once; each row reads its two measured rows."""
     hs, ws = disp.shape[0], disp.shape[1]
     h, w = out.shape[0], out.shape[1]
     x0s, x1s, fxs = np.empty(w, np.int64), np.empty(w, np.int64), np.empty(w, np.float32)
@@ -172,7 +171,7 @@ def _upsample_map(disp, sy, sx, key, frame, spread, preference, out):  # pragma:
             lo_y = min(min(cand[0, 1], cand[1, 1]), min(cand[2, 1], cand[3, 1]))
             hi_y = max(max(cand[0, 1], cand[1, 1]), max(cand[2, 1], cand[3, 1]))
             if hi_x - lo_x > spread or hi_y - lo_y > spread:
-                cost = preference * _sad(key, frame, x, y, bx, by)
+                cost = np.inf
                 for c in range(4):
                     d = _sad(key, frame, x, y, cand[c, 0], cand[c, 1])
                     if d < cost:
