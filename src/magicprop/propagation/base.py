@@ -53,6 +53,9 @@ class PropagationRequest:
     progress: bool = True  # a tqdm bar
     # callback(frames_done, total), the keyframes counted as done; raising from it stops the run (the UI's Cancel)
     callback: ProgressCallback | None = None
+    # (h, w) at which diffusion models run (multiples the model needs); None: the source's size. A full-resolution
+    # propagator that runs a diffusion model inside renders the model at this size and brings the result up itself.
+    working_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.num_frames is None:
@@ -91,6 +94,9 @@ class Propagator:
     needs_depth: ClassVar[bool] = False  # reads the clip's depth (request.depth)
     needs_source: ClassVar[bool] = True  # reads the source frames (request.source)
     combines_keyframes: ClassVar[bool] = False  # render() takes several keyframes itself (no crossfade around it)
+    # True: given the source at its own size (no shrink-and-enlarge round trip); the pipeline then caps the size only
+    # when the user gives max_pixels explicitly
+    full_resolution: ClassVar[bool] = False
     summary: ClassVar[str] = ""  # one line for --help and the UI
 
     def __call__(self, request: PropagationRequest) -> Iterator[np.ndarray]:
