@@ -191,10 +191,10 @@ def upscale_frame(measured: "AnchoredFrame", key: np.ndarray, frame: np.ndarray,
     size = frame.shape[:2]
     frame_grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
     map_ = upsample_map(measured.map, size, key_grey, frame_grey)
-    # the colour check at full size, its tolerance for misregistration widened by the size ratio: a map measured at a
-    # third of the size is good to a fraction of a *measured* pixel, which is a pixel or two here
-    ratio = max(size[0] / measured.map.shape[0], 1.0)
-    agrees = ~colour_mismatch(sample(key, map_), frame, settings.mismatch_threshold, settings.mismatch_blur * ratio,
+    # the colour check at full size with the measured size's tolerances: widening the blur by the size ratio (a map
+    # measured at a third of the size is good to a fraction of a *measured* pixel) changed PSNR by < 0.02 dB on a
+    # 1080p and a 720p clip, and costs a wider blur of every frame
+    agrees = ~colour_mismatch(sample(key, map_), frame, settings.mismatch_threshold, settings.mismatch_blur,
                               settings.mismatch_window)  # fmt: skip
     occluded = enlarge(measured.occluded.astype(np.float32), size)
     # fully occluded neighbourhoods stay occluded; in the band between, the full-size colour check alone decides
