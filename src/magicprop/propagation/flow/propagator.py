@@ -243,7 +243,8 @@ class _Run:
                     k, map_ = b, between.load_state(f"map-{t:05d}")[1]["map"] if self.needs_map else None
             pair = (a, b) if between is not None else None
             previous = self.finish(frame, rendered, valid, previous, k, pair, alpha, map_)
-            self.save(self.store, name, state, t, previous)
+            if self.request.work_dir is not None:  # only a resumed run reads a forward frame back (a 4K frame: 25 MB)
+                self.save(self.store, name, state, t, previous)
             self.finished()
             yield previous
 
