@@ -78,6 +78,8 @@ class Resized:
     def __getitem__(self, t):
         if not isinstance(t, (int, np.integer)):
             raise TypeError(f"a resized clip is read one frame at a time (an integer index), got {type(t).__name__}")
+        if not -len(self) <= t < len(self):  # as an array does: iterating a clip ends here
+            raise IndexError(f"frame {t} is outside the clip's {len(self)} frames")
         t = int(t) % len(self)
         with self._lock:
             frame = self._cache.get(t)
