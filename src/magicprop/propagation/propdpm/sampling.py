@@ -36,6 +36,7 @@ from ...models.encoders import clip_image_tokens, images_to_tensor, tensor_to_im
 from ...models.propdpm import PropConditioning, PropDPM, assemble_conditioning
 from ...motion.flow import optical_flow
 from ...schedulers import scheduler_from_config
+from ...video import resize_frames
 from ..base import PropagationSettings
 from ..flow.keyframe_warp import KeyframeWarp
 from ..store import LatentStore
@@ -54,7 +55,7 @@ def fingerprint(models: PropagationModels, depth: np.ndarray, keyframe: np.ndarr
     """What a run depends on; a resumed run must match it exactly."""
     digest = lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]  # noqa: E731
     return {
-        **({"video": digest(video)} if video is not None else {}),
+        **({"video": _digest_frames(video)} if video is not None else {}),
         "model": models.source,
         "propdpm": digest(np.frombuffer(json.dumps(models.propdpm.config, sort_keys=True, default=str).encode(), np.uint8)),
         "depth": digest(depth.astype(np.float32)),
@@ -68,6 +69,15 @@ def fingerprint(models: PropagationModels, depth: np.ndarray, keyframe: np.ndarr
         "fusion": None if fusion is None else fusion.name,
         "dtype": str(models.dtype),
     }
+
+
+def _digest_frames(video) -> str:
+    """The digest of a whole clip read one frame at a time (a lazy clip is never held whole); for an array, the same
+    digest as its bytes at once."""
+    h = hashlib.sha256()
+    for t in range(len(video)):
+        h.update(np.ascontiguousarray(video[t]).tobytes())
+    return h.hexdigest()[:16]
 
 
 def check_inputs(depth: np.ndarray, keyframe: np.ndarray, keyframe_index: int, factor: int, video: np.ndarray | None) -> None:
@@ -219,7 +229,8 @@ def propagate_latents(
             if fusion is not None:
                 fused = fusion(tensor_to_images(vae_decode(models.vae, latents)), [shown[d] for d in chains], targets,
                                prev_idx, flows)  # fmt: skip
-                latents = vae_encode(models.vae, images_to_tensor(fused, device, dtype))
+                # a full-resolution fusion (`hybrid`) returns frames at the source's size: re-encoded at the model's
+                latents = vae_encode(models.vae, images_to_tensor(resize_frames(fused, keyframe.shape[:2]), device, dtype))
                 shown.update(zip(chains, fused))
             for d, t, z in zip(chains, targets, latents):
                 previous[d] = z
