@@ -35,6 +35,7 @@ from .models.bundle import PropagationModels
 from .models.configs import DEFAULT_IDS
 from .models.encoders import vae_scale_factor
 from .propagation import AUTO, PropagationRequest, PropagationSettings, Propagator, get_propagator, resolve, resolve_keyframes
+from .propagation.flow.upsample import guided_upsample
 from .propagation.store import check_fingerprint
 from .video import load_image, read_video, resize_frames, save_image, working_size
 
@@ -202,7 +203,7 @@ class MagicPropPipeline:
             frame, key_depth, prompt=prompt, negative_prompt=negative_prompt, mask=_resize_mask(mask, (h, w)),
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, strength=strength, generator=generator,
         )  # fmt: skip
-        return resize_frames(edited, (height, width))
+        return guided_upsample(edited, image, source_small=frame)  # the frame's own detail where the edit restyles it
 
     @torch.no_grad()
     def propagate(
@@ -351,7 +352,7 @@ class MagicPropPipeline:
         for t, frame in enumerate(edited):
             frame = resize_frames(frame, (height, width))
             out[t] = frame if frame_masks is None else composite(frame, frames[t], feather_mask(frame_masks[t], radius))
-        key_out = resize_frames(keyframes[k], (height, width))
+        key_out = guided_upsample(keyframes[k], frames[k], source_small=work[k])
         result = out if output_type == "np" else [Image.fromarray(f) for f in out]
         return MagicPropOutput(frames=result, keyframe=key_out, keyframe_index=k, depth=depth_map if chosen.needs_depth else None, fps=fps)
 
