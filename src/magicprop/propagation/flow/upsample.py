@@ -44,7 +44,7 @@ def guided_upsample(edited_small: np.ndarray, source_full: np.ndarray, *, source
 
     source_small: the source frame the edit was made from, when the caller has it (default: `source_full` shrunk by
     area averaging, which is how the pipeline shrinks frames). settings: the local model's window and ridge term.
-    An edit already at the source's size is returned as it is.
+    An edit already at the source's size is returned as it is; one larger than the source is shrunk (area).
     """
     edited_small, source_full = np.asarray(edited_small), np.asarray(source_full)
     for name, image in (("edited_small", edited_small), ("source_full", source_full)):
@@ -53,6 +53,8 @@ def guided_upsample(edited_small: np.ndarray, source_full: np.ndarray, *, source
     size, small_size = source_full.shape[:2], edited_small.shape[:2]
     if small_size == size:
         return edited_small
+    if size[0] < small_size[0] or size[1] < small_size[1]:  # nothing to bring up (a working size rounded up)
+        return shrink(edited_small, size)
     small = shrink(source_full, small_size) if source_small is None else np.asarray(source_small)
     if small.shape != edited_small.shape:
         raise ValueError(f"guided_upsample: source_small {small.shape} and edited_small {edited_small.shape} differ")
