@@ -151,6 +151,10 @@ def run(args) -> dict:
     if not paths:
         print(f"no clips: {args.samples} holds none of {', '.join(args.clips)} and no --video was given")
         return {"rows": [], "keyframe_rows": [], "crops": None}
+    if args.depth_model is None:
+        from magicprop.motion import DEFAULT_DEPTH_MODEL
+
+        args.depth_model = DEFAULT_DEPTH_MODEL
     methods, inputs = prepare_methods(args)
     if inputs.get("models") is not None:  # the model's working size: sides multiples of 8 and of its latent pairs
         from math import lcm
@@ -295,21 +299,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="edits of the guided-upsampling table (default: all)")
     p.add_argument("--no-keyframe-table", action="store_true", help="skip the guided-upsampling table")
     p.add_argument("--json", type=Path, default=ROOT / "outputs" / "bench" / "full_resolution.json")
-    args = p.parse_args(argv)
-    if args.depth_model is None:
-        from magicprop.motion import DEFAULT_DEPTH_MODEL
-
-        args.depth_model = DEFAULT_DEPTH_MODEL
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    t0 = time.time()
+    args, t0 = parse_args(argv), time.time()
     result = run(args)
+    crops = result.pop("crops")
     if not result["rows"]:
         return 0
-    crops = result.pop("crops")
     result.update(summary=summarise(result["rows"]), seconds=round(time.time() - t0, 1),
                   options={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -1,27 +1,21 @@
 """benchmarks/full_resolution.py on one short generated clip: every size and run it reports, numbers that are
 `score_against_truth` of what the methods return, the tables and the crops picture."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures import panning_clip
+from fixtures import load_benchmark, panning_clip
 
 from magicprop.evaluation import score_against_truth
 from magicprop.evaluation.appearance_edits import EDITS
 from magicprop.video import write_video
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("full_resolution", ROOT / "benchmarks" / "full_resolution.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("full_resolution")
 
 
 def test_upscaled_sizes_crop_to_the_aspect_then_enlarge(bench):
