@@ -138,3 +138,13 @@ def test_a_scaled_render_resumes_identically(tmp_path, fill):
         resumed = run(source, keys, work_dir=work, resume=True, **options)
         for t, (a, b) in enumerate(zip(reference, resumed)):
             np.testing.assert_array_equal(a, b, err_msg=f"kill after {kill_after}, frame {t}")
+
+
+def test_odd_sizes_measure_and_render_at_their_own_size():
+    """1081-style odd sides: measured at 61x91 (a third), rendered at 181x271, pixel for pixel where the pan is known."""
+    source = fixtures.panning_clip(4, (181, 271), (1, 2))
+    edited = (255 - source)[..., ::-1].copy()
+    out = run(source, {0: edited[0]}, measure_pixels=5551, fill="colour")
+    assert [f.shape for f in out] == [(181, 271, 3)] * 4
+    inner = np.s_[12:-12, 12:-12]
+    assert np.abs(out[3][inner].astype(np.int16) - edited[3][inner]).mean() < 1.0
