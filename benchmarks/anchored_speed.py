@@ -216,6 +216,7 @@ def main() -> None:
         profiler.runcall(anchored())
         pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
 
