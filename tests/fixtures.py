@@ -446,3 +446,14 @@ def write_with_pyav(path, frames, fmt: str, codec: str, pix_fmt: str, src_fmt: s
     container.mux(stream.encode(None))
     container.close()
     return path
+
+
+def load_benchmark(name: str):
+    """The module of benchmarks/NAME.py (the benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

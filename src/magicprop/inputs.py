@@ -127,12 +127,13 @@ def fit_keyframe(image: np.ndarray, frame: np.ndarray, *, what: str = "keyframe 
 
 def keyframe_to_source_size(edited: np.ndarray, source_frame: np.ndarray) -> np.ndarray:
     """An edit made at a smaller size (stage I's working-size keyframe, a user's small keyframe), brought to the size
-    of `source_frame`, the source keyframe it edits.
+    of `source_frame`, the source keyframe it edits, by guided upsampling (`propagation.flow.upsample`): the edit's
+    local relation to the source, learnt at the small size, applied to the full-resolution `source_frame`, so its fine
+    detail carries through where the edit restyles it; a plain resample where the edit painted something new. One at
+    `source_frame`'s size is returned as it is."""
+    from .propagation.flow.upsample import guided_upsample
 
-    Today a plain resample (bilinear up). This is the one place where the guided upsampling of issue 23 (the edit's
-    local relation to the source, learnt at the small size and applied to the full-resolution `source_frame`) plugs in.
-    """
-    return resize_frames(edited, source_frame.shape[:2])
+    return guided_upsample(edited, source_frame)
 
 
 def keyframe_at(edited: np.ndarray, source_frame: np.ndarray, mask: np.ndarray | None, feather: int | None) -> np.ndarray:

@@ -36,7 +36,7 @@ from .editing import (
 from .errors import UsageError
 from .fileio import require_file
 from .inputs import (  # noqa: F401 - check_call_inputs is also the pipeline's: the CLI runs it before loading
-    DEFAULT_MAX_PIXELS, Sizes, check_call_inputs, check_max_pixels, fit_keyframe, keyframe_at, load_keyframe, open_clip, plan_sizes, resize_mask,
+    DEFAULT_MAX_PIXELS, Sizes, check_call_inputs, check_max_pixels, fit_keyframe, keyframe_at, keyframe_to_source_size, load_keyframe, open_clip, plan_sizes, resize_mask,
     split_masks, to_source_size,
 )  # fmt: skip
 from .keyframes import KeyframeMatch, find_keyframe
@@ -400,7 +400,7 @@ class MagicPropPipeline:
 
         # 7. Back to the source's size; with per-frame masks, the source outside them
         frames = _collect(to_source_size(edited, clip, sizes, frame_masks, feather), clip.shape, output_type)
-        key_out = keyframes[k] if sizes.propagation == sizes.source else resize_frames(keyframes[k], sizes.source)
+        key_out = keyframe_to_source_size(keyframes[k], clip[k])  # as it is at the source's size
         return MagicPropOutput(frames=frames, keyframe=key_out, keyframe_index=k, depth=depth_map if chosen.needs_depth else None,
                                fps=clip.fps, sizes=sizes, keyframe_indices=tuple(keyframes if len(keyframes) > 1 else [k]),
                                keyframe_match=match)  # fmt: skip

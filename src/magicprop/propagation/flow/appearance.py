@@ -25,8 +25,10 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from numba import njit
 
 from .maps import sample
+from .resolution import enlarge, shrink
 
 
 @dataclass(frozen=True)
@@ -46,11 +48,19 @@ class AppearanceSettings:
 
 
 class LocalAffine:
-    """E ~ A(x) S + b(x) near every pixel x of a keyframe pair (colour guided filter): `gain` A and `base` E - A S."""
+    """E ~ A(x) S + b(x) near every pixel x of a keyframe pair (colour guided filter): `gain` A and `base` E - A S.
 
-    def __init__(self, source: np.ndarray, edited: np.ndarray, settings: AppearanceSettings = AppearanceSettings()):
-        s = source.astype(np.float32) / 255  # (H, W, 3), the regression runs on [0, 1] so eps has one meaning
-        e = edited.astype(np.float32) / 255
+    With `fit_size` smaller than the pair, the model is fitted on the pair shrunk to it (A is smooth: its window spans
+    the same content at any size, and a 4K fit would hold ~2 GB of per-pixel 3x3 matrices): `gain` and `offset` are at
+    `fit_size`, and `base` = E - A S at the pair's own size, with A enlarged, so the keyframe's full detail stays in it.
+    """
+
+    def __init__(self, source: np.ndarray, edited: np.ndarray, settings: AppearanceSettings = AppearanceSettings(), *,
+                 fit_size: tuple[int, int] | None = None):  # fmt: skip
+        size = source.shape[:2] if fit_size is None else (int(fit_size[0]), int(fit_size[1]))
+        source_fit, edited_fit = shrink(source, size), shrink(edited, size)
+        s = source_fit.astype(np.float32) / 255  # (h, w, 3), the regression runs on [0, 1] so eps has one meaning
+        e = edited_fit.astype(np.float32) / 255
         h, w = s.shape[:2]
         size = (2 * settings.window(h, w) + 1,) * 2
         box = lambda a: cv2.boxFilter(a, -1, size, borderType=cv2.BORDER_REFLECT)  # noqa: E731 - window means
@@ -62,18 +72,60 @@ class LocalAffine:
                 cov[..., i, j] = cov[..., j, i] = box(s[..., i] * s[..., j]) - mean_s[..., i] * mean_s[..., j]
             for c in range(3):
                 cross[..., c, i] = box(s[..., i] * e[..., c]) - mean_s[..., i] * mean_e[..., c]
-        gain = _matmul3(cross, _inverse3(cov + np.float32(settings.eps) * np.eye(3, dtype=np.float32)))  # (H, W, 3, 3)
+        gain = _matmul3(cross, _inverse3(cov + np.float32(settings.eps) * np.eye(3, dtype=np.float32)))  # (h, w, 3, 3)
         offset = mean_e - _apply(gain.reshape(h, w, 9), mean_s)
         # each pixel lies in (2r + 1)^2 windows: average their models (the guided filter's second step)
-        self.gain = box(gain.reshape(h, w, 9))  # (H, W, 9) float32, row-major (out, in)
-        offset = box(offset)
-        # E - A S in 0..255: with the gain, a voted patch is base(s) + A(s) S_t(x) (see patches.synthesize)
-        self.base = edited.astype(np.float32) - _apply(self.gain, source.astype(np.float32))
-        self.offset = offset * 255  # b, kept for inspection and tests (E ~ A S + b up to the residual)
+        self.gain = box(gain.reshape(h, w, 9))  # (h, w, 9) float32, row-major (out, in), at the fit size
+        self.offset = box(offset) * 255  # b, kept for inspection and tests (E ~ A S + b up to the residual)
+        # E - A S in 0..255 at the pair's size: with the gain, a voted patch is base(s) + A(s) S_t(x) (patches.synthesize)
+        self.base = _subtract_gain(edited, self.gain, source)
+        self._fit = (source_fit, edited_fit)
+
+    @property
+    def fit_size(self) -> tuple[int, int]:
+        return self.gain.shape[:2]
+
+    def at_fit_size(self) -> "LocalAffine":
+        """This model at its fit size (`base` there too): what patch synthesis at the measuring size reads."""
+        if self.base.shape[:2] == self.fit_size:
+            return self
+        small = object.__new__(LocalAffine)
+        small.gain, small.offset, small._fit = self.gain, self.offset, self._fit
+        small.base = _subtract_gain(self._fit[1], self.gain, self._fit[0])
+        return small
 
     def predict(self, source: np.ndarray) -> np.ndarray:
         """(H, W, 3) float32 A S + b at the keyframe's own pixels: the model's fit, without the residual detail."""
-        return _apply(self.gain, source.astype(np.float32)) + self.offset
+        size = source.shape[:2]
+        return _apply(enlarge(self.gain, size), source.astype(np.float32)) + enlarge(self.offset, size)
+
+    def gain_at(self, map_: np.ndarray) -> np.ndarray:
+        """(h, w, 9) float32: A at the keyframe positions a frame's map points to, on the gain's own grid (smooth by
+        construction: bilinear). A map of another size than the fit (the full-size one) is shrunk to it first."""
+        if map_.shape[:2] != self.fit_size:
+            map_ = shrink_map(map_, self.fit_size)
+        return sample(self.gain, map_, cv2.INTER_LINEAR)
+
+
+def shrink_map(map_: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w, 2) float32: an absolute map between two frames of map_'s size, as a map between the frames shrunk to
+    `size` (area-averaged, coordinates rescaled about the half-pixel centres)."""
+    h, w = map_.shape[:2]
+    out = shrink(map_, size).copy()
+    out[..., 0] = (out[..., 0] + 0.5) * (size[1] / w) - 0.5
+    out[..., 1] = (out[..., 1] + 0.5) * (size[0] / h) - 0.5
+    return out
+
+
+def _subtract_gain(edited: np.ndarray, gain: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float32 E - A S at E's size, A enlarged one plane at a time (a 4K frame's 9 planes would be 300 MB)."""
+    size = edited.shape[:2]
+    out = edited.astype(np.float32)
+    s = source.astype(np.float32)
+    for c in range(3):
+        for i in range(3):
+            out[..., c] -= enlarge(np.ascontiguousarray(gain[..., 3 * c + i]), size) * s[..., i]
+    return out
 
 
 def _inverse3(m: np.ndarray) -> np.ndarray:
@@ -105,16 +157,53 @@ def _apply(gain: np.ndarray, colours: np.ndarray) -> np.ndarray:
 
 
 def render_keyframe(edited: np.ndarray, map_: np.ndarray, interpolation: int, *, model: LocalAffine | None = None,
-                    frame: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+                    frame: np.ndarray | None = None, measured_map: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """(H, W, 3) uint8: the edited keyframe sampled once through frame t's anchored map, plus, with a `model`, the
-    change of the source between the keyframe and frame t carried into the edit: A(m) (S_t - S_k(m)).
+    change of the source between the keyframe and frame t carried into it: A(m) (S_t - S_k(m)).
 
     Computed as base(m) + A(m) S_t with base = E_k - A S_k (the same sum, since A is smooth over the kernel's
     footprint): one sharp-kernel sample of `base` instead of two of E_k and S_k, and the form patch synthesis votes in.
-    The kernel softens base's detail, and A S_t, which is sharp, brings frame t's own detail back."""
+    The kernel softens base's detail, and A S_t, which is sharp, brings frame t's own detail back. A model fitted at a
+    smaller size is sampled there (through `measured_map`, the map at that size, when given) and enlarged as it is
+    applied."""
     if model is None:
         return sample(edited, map_, interpolation)
     base = sample(model.base, map_, interpolation)  # float32: nothing saturates before the sum
-    gain = sample(model.gain, map_, cv2.INTER_LINEAR)  # smooth by construction: bilinear is enough
-    out = base + _apply(gain, frame.astype(np.float32))
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    out = np.empty(base.shape, np.uint8)
+    measured = measured_map if measured_map is not None and measured_map.shape[:2] == model.fit_size else map_
+    compose_gain(base, model.gain_at(measured), frame, out)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def compose_gain(base, gain, frame, out):  # pragma: no cover - compiled
+    """out = rint(base + A frame) clipped to uint8, A (h, w, 9) bilinear at each pixel's position on its grid (half-pixel
+    centres; the same grid gives A itself). One pass, row by row: each output row interpolates the two gain rows
+    around it once, then each pixel only the two columns around it; the enlarged gain is never stored."""
+    hg, wg = gain.shape[0], gain.shape[1]
+    h, w = out.shape[0], out.shape[1]
+    x0s, x1s, fxs = np.empty(w, np.int64), np.empty(w, np.int64), np.empty(w, np.float32)
+    for x in range(w):
+        gx = min(max((x + 0.5) * (wg / w) - 0.5, 0.0), wg - 1.0)
+        x0s[x] = min(int(gx), max(wg - 2, 0))
+        x1s[x] = min(x0s[x] + 1, wg - 1)
+        fxs[x] = gx - x0s[x]
+    row = np.empty((wg, 9), np.float32)
+    for y in range(h):
+        gy = min(max((y + 0.5) * (hg / h) - 0.5, 0.0), hg - 1.0)
+        y0 = min(int(gy), max(hg - 2, 0))
+        y1 = min(y0 + 1, hg - 1)
+        fy = np.float32(gy - y0)
+        for x in range(wg):
+            for k in range(9):
+                row[x, k] = gain[y0, x, k] + fy * (gain[y1, x, k] - gain[y0, x, k])
+        for x in range(w):
+            x0, x1, fx = x0s[x], x1s[x], fxs[x]
+            s0, s1, s2 = np.float32(frame[y, x, 0]), np.float32(frame[y, x, 1]), np.float32(frame[y, x, 2])
+            for c in range(3):
+                k = 3 * c
+                a0 = row[x0, k] + fx * (row[x1, k] - row[x0, k])
+                a1 = row[x0, k + 1] + fx * (row[x1, k + 1] - row[x0, k + 1])
+                a2 = row[x0, k + 2] + fx * (row[x1, k + 2] - row[x0, k + 2])
+                v = base[y, x, c] + a0 * s0 + a1 * s1 + a2 * s2
+                out[y, x, c] = min(max(np.rint(v), np.float32(0)), np.float32(255))

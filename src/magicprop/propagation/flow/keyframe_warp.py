@@ -36,7 +36,9 @@ class KeyframeWarp:
             raise ValueError(f"the keyframe {keyframe.shape} and the source frames {video.shape[1:]} differ in size")
         self.video, self.keyframe, self.settings, self.keep = video, keyframe, settings, keep
         self.k = keyframe_index % len(video)
-        self.model = None if appearance is None else LocalAffine(video[self.k], keyframe, appearance)
+        # fitted where the maps are measured (a 4K fit would hold ~2 GB of 3x3 matrices); the same at small sizes
+        fit = settings.measure_size(*video.shape[1:3])
+        self.model = None if appearance is None else LocalAffine(video[self.k], keyframe, appearance, fit_size=fit)
         self.chains: dict[int, AnchoredChain] = {}  # step (+1 / -1) -> that direction's chain
         self.kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # frame -> its warp: all walked past with keep, else the last
 
@@ -58,7 +60,8 @@ class KeyframeWarp:
                     for f in [f for f in self.kept if (f - self.k) * step > 0]:
                         del self.kept[f]
                 warped = render_keyframe(self.keyframe, frame.map, INTERPOLATIONS["lanczos"], model=self.model,
-                                         frame=self.video[frame.index])  # fmt: skip
+                                         frame=self.video[frame.index],
+                                         measured_map=frame.at_measured_size.map)  # fmt: skip
                 self.kept[frame.index] = (warped, frame.valid)
         if self.keep and not 0 <= t + step < len(self.video):  # every frame of this direction is kept: drop its state
             del self.chains[step]

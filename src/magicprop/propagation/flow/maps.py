@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 from numba import njit
 
+from .resolution import Resized, measure_size, upscale_frame
+
 PRESETS = {"medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST}
 MIN_FLOW_SIDE = 32  # DIS refuses frames under ~12 px a side (its patches and pyramid): smaller ones are padded
 
@@ -48,12 +50,21 @@ class MapSettings:
     # px a map must stay inside the keyframe's outermost pixel centres: -0.5 lets it reach half a pixel beyond them
     # (it samples the border pixel there), so a still border is not lost to a coordinate of -1e-6
     margin: float = -0.5
+    # The maps are measured on the clip shrunk to at most this many pixels (0: at the source's own size) and brought
+    # up to it (`resolution`); the keyframe is still sampled, and its validity checked, at full size.
+    measure_pixels: int = 350_000
 
     def __post_init__(self) -> None:
         if self.frame_flow not in PRESETS:
             raise ValueError(f"frame_flow must be one of {sorted(PRESETS)}, got {self.frame_flow!r}")
         if self.correction_passes < 0 or self.correction_refinement < 0:
             raise ValueError("correction_passes and correction_refinement must be >= 0")
+        if self.measure_pixels < 0:
+            raise ValueError(f"measure_pixels must be >= 0 (0: measure at the source's size), got {self.measure_pixels}")
+
+    def measure_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) at which the maps of a (height, width) clip are measured (`resolution.measure_size`)."""
+        return measure_size(height, width, self.measure_pixels)
 
 
 @dataclass
@@ -64,8 +75,17 @@ class AnchoredFrame:
     map: np.ndarray  # (H, W, 2) float32: (x, y) of each pixel in the keyframe
     valid: np.ndarray  # (H, W) bool: the map stays in the keyframe, the flow is consistent and the colours agree
     step: int  # +1 (walking forward) or -1: the previous frame of the chain is index - step
-    flow: np.ndarray  # (H, W, 2) float32: source flow from this frame to the previous one of the chain
-    flow_ok: np.ndarray  # (H, W) bool: that flow passes the forward-backward check and stays in the frame
+    # (H, W, 2) float32: source flow from this frame to the previous one of the chain; None when the map was measured
+    # at a reduced size (the flow is `measured`'s)
+    flow: np.ndarray | None
+    flow_ok: np.ndarray | None  # (H, W) bool: that flow passes the forward-backward check and stays in the frame
+    occluded: np.ndarray | None = None  # (H, W) bool: the previous frame did not show this pixel (forward-backward check)
+    measured: "AnchoredFrame | None" = None  # the frame as measured at a reduced size; None when measured at full size
+
+    @property
+    def at_measured_size(self) -> "AnchoredFrame":
+        """The frame as its map was measured: itself, or the reduced-size frame it was brought up from."""
+        return self if self.measured is None else self.measured
 
 
 @lru_cache(maxsize=8)
@@ -309,21 +329,31 @@ class AnchoredChain:
     """
 
     def __init__(self, source: np.ndarray, keyframe_index: int, step: int, settings: MapSettings = MapSettings(),
-                 state: tuple[int, np.ndarray, np.ndarray] | None = None):  # fmt: skip
-        self.source, self.keyframe_index, self.step, self.settings = source, keyframe_index, step, settings
-        self.key_grey = cv2.cvtColor(source[keyframe_index], cv2.COLOR_RGB2GRAY)
+                 state: tuple[int, np.ndarray, np.ndarray] | None = None, *, measured: Resized | None = None):  # fmt: skip
+        """measured: the clip at its measuring size, when the caller already reads it there (shared, not resized twice)."""
+        # the chain walks the clip at its measuring size; `full` is the clip itself, where `advance` checks each map
+        self.full, self.keyframe_index, self.step, self.settings = source, keyframe_index, step, settings
+        h, w = settings.measure_size(*source.shape[1:3])
+        self.scaled = (h, w) != tuple(source.shape[1:3])
+        if self.scaled and (measured is None or measured.size != (h, w)):
+            measured = Resized(source, (h, w))
+        self.source = measured if self.scaled else source
+        self.key_grey = cv2.cvtColor(self.source[keyframe_index], cv2.COLOR_RGB2GRAY)
+        if self.scaled:
+            self.full_key = np.asarray(source[keyframe_index])
+            self.full_key_grey = cv2.cvtColor(self.full_key, cv2.COLOR_RGB2GRAY)
         if state is None:
-            h, w = source.shape[1:3]
             state = (keyframe_index, identity_map(h, w).copy(), np.zeros((h, w), bool))
         self.index, self.map, self.unreliable = state
-        self.flows = FlowPrefetch(source, step, settings.frame_flow)
+        self.flows = FlowPrefetch(self.source, step, settings.frame_flow)
 
     def state(self) -> dict[str, np.ndarray]:
         return {"map": self.map, "unreliable": self.unreliable.astype(np.uint8)}
 
     @classmethod
-    def from_state(cls, source, keyframe_index, step, settings, index, arrays) -> "AnchoredChain":
-        return cls(source, keyframe_index, step, settings, (index, arrays["map"], arrays["unreliable"].astype(bool)))
+    def from_state(cls, source, keyframe_index, step, settings, index, arrays, *, measured=None) -> "AnchoredChain":
+        state = (index, arrays["map"], arrays["unreliable"].astype(bool))
+        return cls(source, keyframe_index, step, settings, state, measured=measured)
 
     def walk(self, stop: int) -> Iterator[tuple[AnchoredFrame, dict[str, np.ndarray]]]:
         """(frame, the chain's state right after it) for every frame up to and including `stop`, each advanced on the
@@ -349,7 +379,16 @@ class AnchoredChain:
                 future.exception()
 
     def advance(self) -> AnchoredFrame:
-        """The next frame's map, corrected against the source, and its validity."""
+        """The next frame's map, corrected against the source, and its validity, at the clip's size (measured at the
+        measuring size, then brought up: `resolution.upscale_frame`)."""
+        measured = self._measure()
+        if not self.scaled:
+            return measured
+        return upscale_frame(measured, self.full_key, np.asarray(self.full[measured.index]), self.full_key_grey,
+                             self.settings)  # fmt: skip
+
+    def _measure(self) -> AnchoredFrame:
+        """The next frame's map and validity at the measuring size; the chain's state moves on."""
         # 1. Frame-to-frame flow of the source, and where it can be trusted (forward-backward check, inside the frame)
         p, t, s = self.index, self.index + self.step, self.settings
         src_t = self.source[t]
@@ -374,7 +413,7 @@ class AnchoredChain:
         agrees = ~colour_mismatch(warped, src_t, s.mismatch_threshold, s.mismatch_blur, s.mismatch_window)
         valid = in_key & ~occluded & agrees
         self.index, self.map, self.unreliable = t, map_t, in_key & ~valid
-        return AnchoredFrame(t, map_t, valid, self.step, flow_tp, flow_ok)
+        return AnchoredFrame(t, map_t, valid, self.step, flow_tp, flow_ok, occluded)
 
 
 def anchored_maps(source: np.ndarray, keyframe_index: int, settings: MapSettings = MapSettings()

@@ -31,6 +31,7 @@ from .appearance import AppearanceSettings, LocalAffine, render_keyframe
 from .fill import (Carry, ColourTransfer, FillFunction, FillRequest, KeyframeCache, PatchFill, colour_fill,
                             fallback_estimate)
 from .maps import AnchoredChain, AnchoredFrame, MapSettings
+from .resolution import Resized, detail_fill, shrink
 
 INTERPOLATIONS = {"cubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
 
@@ -93,16 +94,17 @@ class AnchoredFlowPropagator(Propagator):
     def __init__(self, *, correction_passes: int = 1, correction_refinement: int = 1, frame_flow: str = "medium",
                  mismatch_threshold: float = 28.0, interpolation: str = "lanczos", handover: float = 0.5,
                  feather: float = 6.0, fill_feather: float = 2.0, fill: str | FillFunction = "auto",
-                 synthesize=None, appearance: bool = True):  # fmt: skip
+                 synthesize=None, appearance: bool = True, measure_pixels: int = MapSettings.measure_pixels):  # fmt: skip
         """Options are those of `MapSettings` (the maps) and `AnchoredSettings`; fill: "auto" (patch synthesis when
         `patches` imports, else the colour transfer), "patches", "colour", or a function of a `FillRequest`;
         synthesize: the patch synthesiser to use instead of `patches.synthesize`; appearance: carry the source's
-        change since the keyframe into the edit (`appearance.LocalAffine`), in the warp and in the fill."""
+        change since the keyframe into the edit (`appearance.LocalAffine`), in the warp and in the fill;
+        measure_pixels: the maps of a larger clip are measured at this many pixels and brought up (0: at full size)."""
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
         self.maps = MapSettings(frame_flow=frame_flow, correction_passes=correction_passes,
                                 correction_refinement=correction_refinement,
-                                mismatch_threshold=mismatch_threshold)  # fmt: skip
+                                mismatch_threshold=mismatch_threshold, measure_pixels=measure_pixels)  # fmt: skip
         self.settings = AnchoredSettings(interpolation, handover, feather, fill_feather, appearance)
         self.fill, self.fill_name = resolve_fill(fill, synthesize)
 
@@ -144,18 +146,29 @@ class _Run:
         self.done = 0
         self.bar = tqdm(total=self.total, desc="anchored flow", unit="frame", disable=not request.progress)
         self.cache = KeyframeCache()  # per-keyframe constants: colour transfer, appearance model, the fill's guide
-        self.needs_map = getattr(propagator.fill, "needs_map", propagator.fill is not colour_fill)
+        # maps are measured at `size`; a clip larger than that is read there through `small` (and rendered at its own)
+        self.size = propagator.maps.measure_size(*request.source.shape[1:3])
+        self.small = Resized(request.source, self.size, keep=8) if self.size != request.source.shape[1:3] else None
+        # the fill reads maps (patch synthesis); a scaled render also reads them for the gain at the pixels it fills
+        self.needs_map = getattr(propagator.fill, "needs_map", propagator.fill is not colour_fill) or self.small is not None
 
     def colour(self, k: int) -> ColourTransfer:
         """Keyframe k's colour transfer, learnt once."""
-        return self.cache.get("colour", k, lambda: ColourTransfer(self.request.source[k], self.request.keyframes[k]))
+        return self.cache.get("colour", k, lambda: ColourTransfer(*self.measured_pair(k)))
+
+    def measured_pair(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(source keyframe k, edited keyframe k) at the measuring size, where the fill of a scaled render works."""
+        if self.small is None:
+            return self.request.source[k], self.request.keyframes[k]
+        return self.small[k], self.cache.get("small keyframe", k, lambda: shrink(self.request.keyframes[k], self.size))
 
     def model(self, k: int) -> LocalAffine | None:
         """Keyframe k's local affine model (None when the settings turn it off), fitted once."""
         if not self.p.settings.appearance:
             return None
         return self.cache.get("appearance", k, lambda: LocalAffine(self.request.source[k], self.request.keyframes[k],
-                                                                   self.p.settings.appearance_settings))  # fmt: skip
+                                                                   self.p.settings.appearance_settings,
+                                                                   fit_size=self.size))  # fmt: skip
 
     def finished(self, count: int = 1) -> None:
         """`count` more frames are done: the bar and the callback (frames done, frames to do; keyframes excluded)."""
@@ -174,17 +187,18 @@ class _Run:
             done = range(index, k) if step < 0 else range(k + 1, index + 1)
             saved = saved if all(intact(t) for t in done) else None
         if saved is None:
-            return AnchoredChain(self.request.source, k, step, self.p.maps), self.request.keyframes[k]
+            return AnchoredChain(self.request.source, k, step, self.p.maps, measured=self.small), self.request.keyframes[k]
         index, arrays = saved
-        chain = AnchoredChain.from_state(self.request.source, k, step, self.p.maps, index, arrays)
-        return chain, arrays.get("previous")
+        chain = AnchoredChain.from_state(self.request.source, k, step, self.p.maps, index, arrays, measured=self.small)
+        return chain, store.load(index) if store is self.store else None  # the output it left is the frame it saved
 
     def render(self, k: int, frame: AnchoredFrame) -> np.ndarray:
         """The edited keyframe k sampled once through the frame's map, plus the source's change since the keyframe
         carried through its local affine model (`appearance.render_keyframe`; uint8 saturates)."""
         source = self.request.source
         return render_keyframe(self.request.keyframes[k], frame.map, INTERPOLATIONS[self.p.settings.interpolation],
-                               model=self.model(k), frame=source[frame.index])  # fmt: skip
+                               model=self.model(k), frame=source[frame.index],
+                               measured_map=frame.at_measured_size.map)  # fmt: skip
 
     def lead(self, k: int) -> Iterator[np.ndarray]:
         """Frames 0..k-1: keyframe k's backward chain, each finished frame saved, then all read back in order."""
@@ -194,7 +208,8 @@ class _Run:
         if chain.index < k:  # resumed: those frames are done
             self.finished(k - chain.index)
         for frame, state in chain.walk(0):
-            previous = self.finish(frame, self.render(k, frame), frame.valid, previous, k, None, 0.0, frame.map)
+            previous = self.finish(frame, self.render(k, frame), frame.valid, previous, k, None, 0.0,
+                                   frame.at_measured_size.map)  # fmt: skip
             self.save(self.store, "lead", state, frame.index, previous)
             self.finished()
         for t in range(k):
@@ -219,7 +234,7 @@ class _Run:
                  between: FrameStore | None) -> Iterator[np.ndarray]:  # fmt: skip
         for frame, state in chain.walk(b - 1):
             t, rendered, valid = frame.index, self.render(a, frame), frame.valid
-            k, alpha, map_ = a, 0.0, frame.map
+            k, alpha, map_ = a, 0.0, frame.at_measured_size.map
             if between is not None:
                 alpha, other = (t - a) / (b - a), between.load(t)  # keyframe b's rendering, its validity as channel 3
                 valid_b = other[..., 3] > 127
@@ -229,7 +244,8 @@ class _Run:
                     k, map_ = b, between.load_state(f"map-{t:05d}")[1]["map"] if self.needs_map else None
             pair = (a, b) if between is not None else None
             previous = self.finish(frame, rendered, valid, previous, k, pair, alpha, map_)
-            self.save(self.store, name, state, t, previous)
+            if self.request.work_dir is not None:  # only a resumed run reads a forward frame back (a 4K frame: 25 MB)
+                self.save(self.store, name, state, t, previous)
             self.finished()
             yield previous
 
@@ -243,30 +259,40 @@ class _Run:
             packed = np.concatenate([self.render(b, frame), frame.valid[..., None].astype(np.uint8) * 255], axis=2)
             sub.save(frame.index, packed)
             if self.needs_map:
-                sub.save_state(f"map-{frame.index:05d}", frame.index, {"map": frame.map})
+                sub.save_state(f"map-{frame.index:05d}", frame.index, {"map": frame.at_measured_size.map})
             sub.save_state("backward", frame.index, state)
         return sub
 
     def save(self, store: FrameStore, name: str, state: dict[str, np.ndarray], t: int, output: np.ndarray) -> None:
         """The finished frame first, then the chain's state right after it (`AnchoredChain.walk`): a kill between the
-        two only redoes this frame."""
+        two only redoes this frame. The state does not repeat the frame (a resumed chain reads it back from the store)."""
         store.save(t, output)
-        store.save_state(name, t, {**state, "previous": output})
+        store.save_state(name, t, state)
 
     def finish(self, frame: AnchoredFrame, rendered: np.ndarray, valid: np.ndarray, previous: np.ndarray, k: int,
                pair: tuple[int, int] | None, alpha: float, map_: np.ndarray | None) -> np.ndarray:  # fmt: skip
-        """The output frame: `rendered` where valid, the fill elsewhere."""
+        """The output frame: `rendered` where valid, the fill elsewhere. map_: frame t's map into keyframe k at the
+        measuring size. A scaled render fills at the measuring size and brings the fill up (`resolution.detail_fill`)."""
         if valid.all():
             return rendered
-        t, source = frame.index, self.request.source
-        carry = Carry(previous, source[t - frame.step], frame.flow, frame.flow_ok)
+        t, step, scaled = frame.index, frame.step, self.small is not None
+        source = self.small if scaled else self.request.source
+        measured = frame.at_measured_size
+        known = shrink(valid.astype(np.float32), self.size) > 0.999 if scaled else valid  # fully valid pixels only
+        shown = shrink(rendered, self.size)
+        carry = Carry(shrink(previous, self.size), source[t - step], measured.flow, measured.flow_ok)
         colour = self.colour(k) if pair is None else _mix(self.colour(pair[0]), self.colour(pair[1]), alpha)
-        estimate = fallback_estimate(rendered, valid, source[t], colour, carry, self.p.settings.fill_feather)
-        if self.p.fill is colour_fill:
-            return estimate
-        request = FillRequest(t, source[t], ~valid, estimate, self.request.keyframes[k], source[k], map_, carry.full(),
-                              self.model(k), keyframe=k, keyframe_cache=self.cache)  # fmt: skip
-        return self.p.fill(request)
+        filled = fallback_estimate(shown, known, source[t], colour, carry, self.p.settings.fill_feather)
+        model = self.model(k)
+        if self.p.fill is not colour_fill:
+            small_model = None if model is None else model.at_fit_size()
+            style, source_key = self.measured_pair(k)[::-1]
+            filled = self.p.fill(FillRequest(t, source[t], ~known, filled, style, source_key, map_, carry.full(),
+                                             small_model, keyframe=k, keyframe_cache=self.cache))  # fmt: skip
+        if not scaled:
+            return filled
+        gain = None if model is None else model.gain_at(map_)
+        return detail_fill(rendered, valid, filled, self.request.source[t], source[t], gain, self.p.settings.fill_feather)
 
 
 def _mix(first: ColourTransfer, second: ColourTransfer, alpha: float):

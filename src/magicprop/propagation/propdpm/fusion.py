@@ -14,6 +14,7 @@ import numpy as np
 
 from ...motion.flow import carry, optical_flow
 from ..flow.keyframe_warp import KeyframeWarp
+from ..flow.upsample import guided_upsample
 
 
 class FusionStep(Protocol):
@@ -48,12 +49,17 @@ class AnchoredFusion:
     """The edited keyframe warped once through the anchored map of each frame (`anchored_maps.AnchoredChain`, the
     `flow` propagator's maps) wherever the keyframe explains the frame, PropDPM's rendering where it cannot
     (disocclusions, entering content): the learned model paints only what no warp can carry. The seam between the two
-    is feathered over a pixel or two, so PropDPM's softer rendering does not meet the warp with a hard edge."""
+    is feathered over a pixel or two, so PropDPM's softer rendering does not meet the warp with a hard edge.
+
+    At full resolution (`working` given: the source at PropDPM's working size), the warp is the full-size one and
+    PropDPM's frame is brought up to it by `upsample.guided_upsample` against the full-size source frame, where any
+    of it shows; the frames returned are at the source's size (the sampling loop shrinks them to re-encode them)."""
 
     name = "anchored"
 
-    def __init__(self, video: np.ndarray, keyframe: np.ndarray, keyframe_index: int, *, feather: float = 1.5):
-        self.video, self.keyframe, self.k, self.feather = video, keyframe, keyframe_index, feather
+    def __init__(self, video: np.ndarray, keyframe: np.ndarray, keyframe_index: int, *, feather: float = 1.5,
+                 working: np.ndarray | None = None):  # fmt: skip
+        self.video, self.keyframe, self.k, self.feather, self.working = video, keyframe, keyframe_index, feather, working
         self.keyframe_warp = KeyframeWarp(video, keyframe, keyframe_index)  # one chain per direction, walked lazily
 
     def warp(self, t: int, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -68,6 +74,14 @@ class AnchoredFusion:
         out = []
         for image, t, p in zip(rendered, targets, prev_idx):
             warped, weight = self.warp(t, 1 if t > p else -1)
+            if weight.min() >= 1:  # the keyframe explains every pixel: PropDPM's frame is not seen
+                out.append(warped)
+                continue
+            if image.shape != warped.shape:
+                image = guided_upsample(image, np.asarray(self.video[t]), source_small=self._working_frame(t))
             w = weight[..., None]
             out.append(np.round(warped * w + image.astype(np.float32) * (1 - w)).astype(np.uint8))
         return np.stack(out)
+
+    def _working_frame(self, t: int) -> np.ndarray | None:
+        return None if self.working is None else np.asarray(self.working[t])

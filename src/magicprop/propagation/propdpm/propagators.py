@@ -6,7 +6,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from ...errors import UsageError
 from ..base import PropagationRequest, Propagator
+from ..flow.resolution import Resized, shrink
 from .fusion import AnchoredFusion, FusionStep
 
 
@@ -26,23 +28,57 @@ class PropDPMPropagator(Propagator):
         # imported here so that listing the registry (`magicprop --help`) does not load torch
         from .sampling import decode_steps, propagate_latents
 
-        models, k, keyframe = request.models, request.keyframe_index, request.keyframe
+        models, k = request.models, request.keyframe_index
+        video, keyframe = self.model_inputs(request)
         store, where = propagate_latents(
             models, request.depth, keyframe, k, request.settings, work_dir=request.work_dir, resume=request.resume,
-            progress=request.progress, callback=request.callback, video=request.source,
+            progress=request.progress, callback=request.callback, video=video,
             fusion=None if self.fusion is None else self.fusion(request),
         )  # fmt: skip
-        yield from decode_steps(models, store, where, keyframe, k)
+        yield from decode_steps(models, store, where, request.keyframe, k)
+
+    def model_inputs(self, request: PropagationRequest) -> tuple[np.ndarray, np.ndarray]:
+        """(source frames, keyframe) at the size PropDPM renders: the request's own."""
+        return request.source, request.keyframe
 
 
 class HybridPropagator(PropDPMPropagator):
     """PropDPM fused with the anchored warp (beyond the paper, in the manner of Rerender-A-Video's pixel fusion): after
     every rendered frame, the edited keyframe warped through the frame's anchored map replaces PropDPM's pixels
     wherever the keyframe explains the frame (`fusion.AnchoredFusion`); PropDPM paints only what no warp can carry.
-    `fusion=FlowFusion` gives the older variant, which carries the previous output along the frame-to-frame flow."""
+
+    At full resolution: PropDPM renders at `request.working_size` (the source and keyframe shrunk to it, one frame at a
+    time), the warp at the source's size, and PropDPM's frame is brought up with `upsample.guided_upsample` against the
+    full-size source frame where it shows. `fusion=lambda r: FlowFusion(r.source)` gives the older variant, which
+    carries the previous output along the frame-to-frame flow (at the source's size only: no working_size)."""
 
     name = "hybrid"
     summary = "the anchored warp keeps what the keyframe explains, PropDPM paints the rest"
+    full_resolution = True
 
     def __init__(self, fusion: Callable[[PropagationRequest], FusionStep] | None = None) -> None:
-        super().__init__(fusion=fusion or (lambda r: AnchoredFusion(r.source, r.keyframe, r.keyframe_index)))
+        super().__init__(fusion=fusion or self.anchored_fusion)
+
+    def model_inputs(self, request: PropagationRequest) -> tuple[np.ndarray, np.ndarray]:
+        """(source frames, keyframe) at the working size: a lazily shrunk view of the source, the keyframe shrunk."""
+        size = working_size(request)
+        if size == tuple(request.source.shape[1:3]):
+            return request.source, request.keyframe
+        return Resized(request.source, size), shrink(request.keyframe, size)
+
+    def anchored_fusion(self, request: PropagationRequest) -> AnchoredFusion:
+        """The full-size anchored warp, PropDPM's working-size frames brought up where they show."""
+        video, _ = self.model_inputs(request)
+        working = None if video is request.source else video
+        return AnchoredFusion(request.source, request.keyframe, request.keyframe_index, working=working)
+
+
+def working_size(request: PropagationRequest) -> tuple[int, int]:
+    """(h, w) at which the model runs: `request.working_size`, or the source's size; never larger than the source."""
+    h, w = request.source.shape[1:3]
+    if request.working_size is None:
+        return h, w
+    wh, ww = (int(v) for v in request.working_size)
+    if wh > h or ww > w or wh < 1 or ww < 1:
+        raise UsageError(f"working_size {wh}x{ww} must fit inside the source's {h}x{w}; pass a smaller one or None")
+    return wh, ww

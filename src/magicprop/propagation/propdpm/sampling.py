@@ -37,6 +37,7 @@ from ...models.propdpm import PropConditioning, PropDPM, assemble_conditioning
 from ...motion.flow import optical_flow
 from ...schedulers import scheduler_from_config
 from ...video import clip_digest
+from ...video import resize_frames
 from ..base import PropagationSettings
 from ..flow.keyframe_warp import KeyframeWarp
 from ..store import LatentStore
@@ -220,7 +221,8 @@ def propagate_latents(
             if fusion is not None:
                 fused = fusion(tensor_to_images(vae_decode(models.vae, latents)), [shown[d] for d in chains], targets,
                                prev_idx, flows)  # fmt: skip
-                latents = vae_encode(models.vae, images_to_tensor(fused, device, dtype))
+                # a full-resolution fusion (`hybrid`) returns frames at the source's size: re-encoded at the model's
+                latents = vae_encode(models.vae, images_to_tensor(resize_frames(fused, keyframe.shape[:2]), device, dtype))
                 shown.update(zip(chains, fused))
             for d, t, z in zip(chains, targets, latents):
                 previous[d] = z
