@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from numba import njit
 
-if TYPE_CHECKING:
-    from .maps import AnchoredFrame, MapSettings
+from .geometry import identity_map, sample_points
+
 
 MIN_MEASURE_SIDE = 32  # a measured side is never shrunk below this (DIS needs room for its pyramid)
 # neighbours whose displacements (in full-size px) spread by more than this are a motion boundary (`_upsample_map`):
@@ -101,8 +100,6 @@ def upsample_map(map_small: np.ndarray, size: tuple[int, int], key_grey: np.ndar
     h, w = size
     if (hs, ws) == (h, w):
         return map_small
-    from .maps import identity_map
-
     disp = np.ascontiguousarray(map_small - identity_map(hs, ws))
     disp[..., 0] *= w / ws  # small px -> full px
     disp[..., 1] *= h / hs
@@ -182,28 +179,6 @@ def _upsample_map(disp, sy, sx, key, frame, spread, out):  # pragma: no cover - 
             out[y, x, 1] = y + by
 
 
-def upscale_frame(measured: "AnchoredFrame", key: np.ndarray, frame: np.ndarray, key_grey: np.ndarray,
-                  settings: "MapSettings") -> "AnchoredFrame":  # fmt: skip
-    """The full-size version of a frame whose map was measured at a reduced size: its map upsampled (`upsample_map`),
-    its validity checked at full size (inside the keyframe, not occluded, colours agree). key / frame: (H, W, 3) uint8
-    source keyframe and frame t; key_grey: the keyframe in grey. `flow` and `flow_ok` stay at the measured size
-    (read them from `measured`)."""
-    from .maps import AnchoredFrame, colour_mismatch, inside, sample
-
-    size = frame.shape[:2]
-    frame_grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-    map_ = upsample_map(measured.map, size, key_grey, frame_grey)
-    # the colour check at full size with the measured size's tolerances: widening the blur by the size ratio (a map
-    # measured at a third of the size is good to a fraction of a *measured* pixel) changed PSNR by < 0.02 dB on a
-    # 1080p and a 720p clip, and costs a wider blur of every frame
-    agrees = ~colour_mismatch(sample(key, map_), frame, settings.mismatch_threshold, settings.mismatch_blur,
-                              settings.mismatch_window)  # fmt: skip
-    occluded = enlarge(measured.occluded.astype(np.float32), size)
-    # fully occluded neighbourhoods stay occluded; in the band between, the full-size colour check alone decides
-    valid = inside(map_, settings.margin) & agrees & (occluded < 1.0 - 1e-6)
-    return AnchoredFrame(measured.index, map_, valid, measured.step, None, None, occluded >= 1.0 - 1e-6, measured)
-
-
 def detail_fill(rendered: np.ndarray, valid: np.ndarray, filled: np.ndarray, frame: np.ndarray, frame_small: np.ndarray,
                 gain: np.ndarray | None, feather: float) -> np.ndarray:  # fmt: skip
     """(H, W, 3) uint8: `rendered` where valid; elsewhere the frame filled at the measuring size (`filled`) enlarged,
@@ -211,8 +186,6 @@ def detail_fill(rendered: np.ndarray, valid: np.ndarray, filled: np.ndarray, fra
     keyframe pair (`gain`, at the measuring size, sampled at each pixel's map): up(F) + A (S_t - up(shrink(S_t))). So
     the fill's edit is the one patch synthesis chose, and its fine detail is the footage's. Rendered pixels fade into
     it over `feather` px inside the valid region, as in `fill.fallback_estimate`."""
-    from .maps import sample_points
-
     weight = np.clip(cv2.distanceTransform(valid.astype(np.uint8), cv2.DIST_L2, 3) / (feather + 1), 0, 1)
     ys, xs = np.nonzero(weight < 1)
     hs, ws = filled.shape[:2]
