@@ -23,8 +23,8 @@ from magicprop.propagation import PROPAGATORS, choices, resolve
 
 from . import host
 from .tensors import (
-    check_batch, check_keyframe_shape, check_masks, collect_image, frame_uint8, from_image, in_clip, parse_index_list, parse_indices, to_depth,
-    to_frames, to_masks,
+    check_batch, check_keyframe_shape, check_masks, collect_image, frame_uint8, from_image, in_clip, parse_index_list, parse_indices, to_clip,
+    to_depth, to_frames, to_masks,
 )  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class MagicPropPropagate:
                   max_pixels: int | None = None, feather: int | None = None) -> tuple[torch.Tensor]:  # fmt: skip
         with host.user_errors():
             # 1. Check inputs (each bad one is one line in ComfyUI's error panel)
-            frames = to_frames(images, "images")
+            frames = to_clip(images, "images")  # read a frame at a time: no copy of ComfyUI's batch
             keys = to_frames(keyframes, "keyframes")
             indices = parse_indices(keyframe_indices, len(keys))
             check_keyframe_shape(keys, frames)

@@ -359,6 +359,18 @@ def test_example_workflows_are_wired_right(pack, name, nodes, ours, links):
         assert source in ids and target in ids and kind in ("IMAGE", "VIDEO", "FLOAT", "STRING")
 
 
+def test_registry_metadata_has_the_required_fields_and_says_its_placeholders():
+    import tomllib
+
+    meta = tomllib.loads((PACK / "pyproject.toml").read_text())
+    project, comfy = meta["project"], meta["tool"]["comfy"]
+    assert project["name"] == "magicprop-nodes" and "comfyui" not in project["name"].lower()  # the registry's naming rule
+    assert len(project["version"].split(".")) == 3 and project["dependencies"] == ["magicprop"]
+    assert comfy["DisplayName"] == "MagicProp"
+    # what cannot be known yet is a placeholder that cannot pass for a real value
+    assert "PLACEHOLDER" in project["urls"]["Repository"] and "placeholder" in comfy["PublisherId"]
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The real ComfyUI (optional: needs a host laid out by shared/tools/comfyui/setup.sh, named by MAGICPROP_COMFYUI)
 # ---------------------------------------------------------------------------------------------------------------------

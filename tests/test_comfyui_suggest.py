@@ -15,6 +15,7 @@ from test_comfyui_pack import FRAMES, PACK, SIZE, clip, image, pack, to_uint8  #
 
 from magicprop.cli import main
 from magicprop.errors import UsageError
+from magicprop.video import Frames
 
 # (CLI arguments after VIDEO, node arguments): the same request as flags and as widgets
 CASES = {
@@ -89,3 +90,20 @@ def test_propagate_fills_comfyuis_batch_with_to_images_numbers(pack):
         module.collect_image(iter(frames[:4]), frames.shape)
     with pytest.raises(RuntimeError, match="more than the 4 frames"):
         module.collect_image(iter(frames), (4, 7, 9, 3))
+
+
+def test_propagate_reads_comfyuis_batch_as_the_same_lazy_clip(pack):
+    module = sys.modules[pack.__name__ + ".tensors"]
+    frames = np.random.default_rng(1).integers(0, 256, (9, 7, 5, 3), dtype=np.uint8)
+    batch = image(frames)
+    clip = module.to_clip(batch)
+    expected = Frames.from_array(module.to_frames(batch, "images"))
+    assert clip.shape == expected.shape == frames.shape and len(clip) == 9
+    for t in (0, 8, -1, 3, 3, 0):  # forward, backward, again: the reads a propagator makes
+        np.testing.assert_array_equal(clip[t], frames[t])
+    np.testing.assert_array_equal(clip[2:6].numpy(), frames[2:6])
+    np.testing.assert_array_equal(clip.resized((4, 3))[5], expected.resized((4, 3))[5])
+    assert clip.identity == expected.identity  # the same digest as the array's (work-folder fingerprints)
+    assert len(clip._source.cache) <= 4  # a few frames, not the clip
+    with pytest.raises(UsageError, match="images is an empty batch"):
+        module.to_clip(batch[:0])
