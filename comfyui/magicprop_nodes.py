@@ -233,4 +233,4 @@ class MagicPropSuggestKeyframes:
             with tempfile.TemporaryDirectory(prefix="magicprop-coverage-") as tmp:
                 path = plot_plan(plan, Path(tmp) / "coverage.png", frames=small)
                 picture = load_image(path)
-            return ", ".join(map(str, order)), images[order].clone(), from_image(picture)
+            return ", ".join(map(str, order)), images[order], from_image(picture)  # indexing copies: a batch of its own
