@@ -34,8 +34,8 @@ class _ImageBatchSource(_Source):
     few kept (`_Source`'s cache at its minimum), so the clip is never held a second time, as uint8 or as float.
 
     `Frames` takes its sources through its constructor; `_Source` is magicprop's base for them (files, folders,
-    arrays) and not part of its public API, so `test_comfyui_pack` checks this class against `Frames.from_array` of
-    the same bytes."""
+    arrays) and not part of its public API, so tests/test_comfyui_suggest.py checks this class against
+    `Frames.from_array` of the same bytes."""
 
     def __init__(self, batch: torch.Tensor) -> None:
         super().__init__(cache_bytes=0)  # the fewest frames the cache keeps: the propagator's working set
