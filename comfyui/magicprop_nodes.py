@@ -2,13 +2,17 @@
 `NODES` to ComfyUI. A node follows ComfyUI's classic (V1) interface: `INPUT_TYPES`, `RETURN_TYPES`, `FUNCTION`,
 `CATEGORY`, and runs its body inside `host.user_errors()` so a magicprop error reaches the panel as one line.
 
-The nodes call the library exactly where `magicprop propagate` does (`MagicPropPipeline.__call__`, through
-`jobs.run_job`), with the same arguments, so they follow whatever the CLI does and give the same frames on the same
-inputs; only the conversion of ComfyUI's tensors (`tensors`) and its hooks (`host`) are the pack's own.
+The nodes call the library exactly where the CLI does (`MagicPropPipeline.__call__` for `magicprop propagate`,
+through `jobs.run_job`; `keyframes.plan_keyframes` for `magicprop keyframes`), with the same arguments, so they follow
+whatever the CLI does and give its results on the same inputs; only the conversion of ComfyUI's tensors (`tensors`) and
+its hooks (`host`) are the pack's own.
 """
 
 from __future__ import annotations
 
+import logging
+import tempfile
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -18,7 +22,12 @@ from magicprop.jobs import EditJob
 from magicprop.propagation import PROPAGATORS, choices, resolve
 
 from . import host
-from .tensors import check_keyframe_shape, check_masks, parse_indices, to_depth, to_frames, to_image, to_masks
+from .tensors import (
+    check_batch, check_keyframe_shape, check_masks, collect_image, frame_uint8, from_image, in_clip, parse_index_list, parse_indices, to_clip,
+    to_depth, to_frames, to_masks,
+)  # fmt: skip
+
+logger = logging.getLogger(__name__)
 
 CATEGORY = "MagicProp"
 MODEL = "MAGICPROP_MODEL"  # a MagicPropPipeline holding a propagation model (our own type: only our nodes take it)
@@ -107,7 +116,7 @@ class MagicPropPropagate:
                   max_pixels: int | None = None, feather: int | None = None) -> tuple[torch.Tensor]:  # fmt: skip
         with host.user_errors():
             # 1. Check inputs (each bad one is one line in ComfyUI's error panel)
-            frames = to_frames(images, "images")
+            frames = to_clip(images, "images")  # read a frame at a time: no copy of ComfyUI's batch
             keys = to_frames(keyframes, "keyframes")
             indices = parse_indices(keyframe_indices, len(keys))
             check_keyframe_shape(keys, frames)
@@ -128,13 +137,14 @@ class MagicPropPropagate:
                         "max_pixels": max_pixels, "feather": feather}  # fmt: skip
             options = {k: v for k, v in settings.items() if v is not None and v != AS_CLI.get(k)}
 
-            # 3. Propagate; ComfyUI's progress bar follows, and its Cancel stops the run at the next frame
+            # 3. Propagate; ComfyUI's progress bar follows, and its Cancel stops the run at the next frame. The frames
+            # come one at a time (output_type="iterator") and go straight into the IMAGE batch ComfyUI keeps
             out = _pipeline(chosen.name, propagation_model)(
                 frames, keyframe_image=keyframe_image, keyframe_index=keyframe_index, mask=mask,
                 generator=torch.Generator().manual_seed(seed), depth=depth_map, propagator=chosen,
-                callback=host.progress("MagicProp Propagate"), **options,
+                callback=host.progress("MagicProp Propagate"), output_type="iterator", **options,
             )  # fmt: skip
-            return (to_image(np.asarray(out.frames)),)
+            return (collect_image(out.frames, (*frames.shape[:3], 3)),)
 
 
 @node("MagicProp Load Propagation Model")
@@ -161,3 +171,66 @@ class MagicPropLoadPropagationModel:
             pipe = MagicPropPipeline.from_pretrained(propagation_model=host.resolve_model(model), propagator="propdpm",
                                                      device=host.device(), load_editor=False)  # fmt: skip
             return (pipe,)
+
+
+@node("MagicProp Suggest Keyframes")
+class MagicPropSuggestKeyframes:
+    DESCRIPTION = ("How much of every frame your keyframes explain, and the frames to edit next (as `magicprop keyframes`): "
+                   "the given frames plus the suggestions, in the order to edit them, as indices for MagicProp Propagate "
+                   "and as the source frames to edit with your checkpoint.")  # fmt: skip
+    CATEGORY = CATEGORY
+    FUNCTION = "suggest"
+    RETURN_TYPES = ("STRING", "IMAGE", "IMAGE")
+    RETURN_NAMES = ("keyframe_indices", "keyframe_frames", "coverage")
+    OUTPUT_TOOLTIPS = (
+        "The given frames then the suggested ones, comma-separated, in the order to edit them: connect it to MagicProp "
+        "Propagate's keyframe_indices, with the edited frames batched in the same order.",
+        "The source frames at keyframe_indices, in the same order: edit them (one batch), then connect the edits to "
+        "MagicProp Propagate's keyframes.",
+        "The coverage curve: the fraction of each frame explained, with the given keyframes and with the suggestions.",
+    )  # fmt: skip
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        from magicprop.keyframes import CoverageSettings
+
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The source clip as one IMAGE batch (e.g. Get Video Components' images)."}),
+                "keyframe_indices": ("STRING", {"default": "", "tooltip": "Frames you already edited or chose, comma-separated (0, 40; negative "
+                                                "counts from the end); empty: none, suggest them all."}),  # fmt: skip
+                "max_keyframes": ("INT", {"default": 5, "min": 1, "max": 1000, "tooltip": "Suggest at most this many keyframes (magicprop keyframes --max)."}),
+                "target": ("FLOAT", {"default": 0.95, "min": 0.01, "max": 1.0, "step": 0.01,
+                                     "tooltip": "Fraction of every frame the keyframes should explain; suggestions stop when every frame reaches it (--target)."}),  # fmt: skip
+            },
+            "optional": {
+                "coverage_size": ("INT", {"default": CoverageSettings.long_side, "min": 16, "max": 8192,
+                                          "tooltip": "Long side in pixels at which coverage is measured (--size)."}),  # fmt: skip
+                "candidates_every": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": "Candidate keyframes every N frames; 0: as magicprop "
+                                             "keyframes without --every (every frame up to 32 frames, else about 32 candidates)."}),  # fmt: skip
+            },
+        }
+
+    def suggest(self, images: torch.Tensor, keyframe_indices: str, max_keyframes: int, target: float,
+                coverage_size: int | None = None, candidates_every: int | None = None) -> tuple[str, torch.Tensor, torch.Tensor]:  # fmt: skip
+        from magicprop.keyframes import CoverageSettings, format_plan, plan_keyframes, plot_plan
+        from magicprop.keyframes.coverage import shrink_frame
+        from magicprop.video import load_image
+
+        with host.user_errors():
+            # 1. Check inputs; the clip shrunk one frame at a time, as `magicprop keyframes` reads a file
+            check_batch(images, "images", channels=3)
+            given = in_clip(parse_index_list(keyframe_indices), len(images))
+            settings = CoverageSettings(long_side=coverage_size or CoverageSettings.long_side, every=candidates_every or None)
+            small = np.stack([shrink_frame(frame_uint8(images, t), settings.long_side) for t in range(len(images))])
+
+            # 2. Measure and suggest (the CLI's call); the given frames first, in the user's order, then the suggestions
+            plan, table = plan_keyframes(small, given, max_keyframes=max_keyframes, target=target, settings=settings)
+            order = given + list(plan.suggested)
+            logger.info("MagicProp Suggest Keyframes:\n%s", format_plan(plan, table))
+
+            # 3. The outputs: indices, the frames to edit (the source's own values), the curve as a picture
+            with tempfile.TemporaryDirectory(prefix="magicprop-coverage-") as tmp:
+                path = plot_plan(plan, Path(tmp) / "coverage.png", frames=small)
+                picture = load_image(path)
+            return ", ".join(map(str, order)), images[order], from_image(picture)  # indexing copies: a batch of its own

@@ -3,18 +3,23 @@
 ComfyUI passes a clip as one `IMAGE` batch: float32 [B, H, W, 3] in 0..1 on the CPU, made by its loaders as
 uint8 / 255. magicprop works on uint8 (T, H, W, 3) frames; rounding x * 255 gives back the loaders' bytes exactly, so a
 clip loaded in ComfyUI reaches the pipeline as the same bytes `magicprop propagate` decodes from the same file. Frames
-are converted one at a time: only one float frame of scratch, never a second float copy of the clip.
+are converted one at a time: only one float frame of scratch, never a second float copy of the clip; the source clip is
+read lazily (`to_clip`), and the result written into the IMAGE batch as it is made (`collect_image`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from magicprop.errors import UsageError
+from magicprop.video import Frames
+from magicprop.video.clip import _Source
 
 # fit_image (magicprop.video) warns when a keyframe's aspect ratio is more than 1% off the clip's: resizing would stretch
 # it. In ComfyUI nobody reads that warning, so the node refuses such a keyframe; a same-shape keyframe of another size
@@ -22,6 +27,41 @@ from magicprop.errors import UsageError
 ASPECT_TOLERANCE = 0.01
 AUTO = "auto"
 GREY_TOLERANCE = 2 / 255  # channels of a grey depth frame may differ by JPEG-like rounding, no more
+
+
+class _ImageBatchSource(_Source):
+    """A ComfyUI IMAGE batch behind `video.Frames`: each frame converted to uint8 when the pipeline reads it, the last
+    few kept (`_Source`'s cache at its minimum), so the clip is never held a second time, as uint8 or as float.
+
+    `Frames` takes its sources through its constructor; `_Source` is magicprop's base for them (files, folders,
+    arrays) and not part of its public API, so tests/test_comfyui_suggest.py checks this class against
+    `Frames.from_array` of the same bytes."""
+
+    def __init__(self, batch: torch.Tensor) -> None:
+        super().__init__(cache_bytes=0)  # the fewest frames the cache keeps: the propagator's working set
+        self.batch = batch
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+    def frame_size(self) -> tuple[int, int]:
+        return int(self.batch.shape[1]), int(self.batch.shape[2])
+
+    def _read(self, t: int) -> np.ndarray:
+        return self._keep(t, frame_uint8(self.batch, t))
+
+    def _content_digest(self) -> str:
+        digest = hashlib.sha256()  # clip_digest's: the uint8 bytes, one frame at a time
+        for t in range(len(self.batch)):
+            digest.update(frame_uint8(self.batch, t).data)
+        return digest.hexdigest()
+
+
+def to_clip(image: torch.Tensor, what: str = "images") -> Frames:
+    """An IMAGE batch [B, H, W, 3] in 0..1 as a lazy uint8 clip (`video.Frames`), read a frame at a time: the bytes
+    `to_frames` gives, without a uint8 copy of the clip."""
+    check_batch(image, what, channels=3)
+    return Frames(_ImageBatchSource(image))
 
 
 def to_frames(image: torch.Tensor, what: str) -> np.ndarray:
@@ -41,8 +81,13 @@ def _to_uint8(batch: torch.Tensor) -> np.ndarray:
     """round(x * 255) of a batch in 0..1, one item at a time: one float frame of scratch, not a float copy of the clip."""
     out = np.empty(tuple(batch.shape), np.uint8)
     for t in range(len(batch)):
-        out[t] = batch[t].detach().to("cpu", torch.float32).mul(255).round_().clamp_(0, 255).to(torch.uint8).numpy()
+        out[t] = frame_uint8(batch, t)
     return out
+
+
+def frame_uint8(batch: torch.Tensor, t: int) -> np.ndarray:
+    """Item t of a batch in 0..1 as uint8, round(x * 255): the bytes ComfyUI's loader divided by 255."""
+    return batch[t].detach().to("cpu", torch.float32).mul(255).round_().clamp_(0, 255).to(torch.uint8).numpy()
 
 
 def to_depth(image: torch.Tensor, what: str = "depth") -> np.ndarray:
@@ -62,6 +107,22 @@ def to_image(frames: np.ndarray) -> torch.Tensor:
     """(T, H, W, 3) uint8 -> an IMAGE batch, divided by 255 as ComfyUI's own loaders do (SaveImage writes it back
     byte for byte)."""
     return torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32).div_(255.0)
+
+
+def collect_image(frames: Iterator[np.ndarray], shape: tuple[int, int, int, int]) -> torch.Tensor:
+    """An IMAGE batch of `shape` (T, H, W, 3) filled from (H, W, 3) uint8 frames as they are made: each is written
+    into the preallocated float32 batch, converted and divided in place (the same numbers as `to_image`), so nothing
+    beside ComfyUI's batch holds the clip, neither as uint8 nor as float."""
+    out = torch.empty(shape, dtype=torch.float32)
+    count = 0
+    for frame in frames:
+        if count == len(out):
+            raise RuntimeError(f"the pipeline made more than the {len(out)} frames of the clip")
+        out[count].copy_(torch.from_numpy(np.ascontiguousarray(frame))).div_(255.0)
+        count += 1
+    if count != len(out):
+        raise RuntimeError(f"the pipeline made {count} frames for a {len(out)}-frame clip")
+    return out
 
 
 def check_batch(tensor, what: str, *, channels: int | None) -> None:
@@ -84,16 +145,42 @@ def parse_indices(text: str, count: int) -> list[int] | None:
         if count != 1:
             raise UsageError(f"keyframe_indices is auto but {count} keyframe images were given; write their frame indices, one per image, e.g. 0, 40")
         return None
+    indices = parse_index_list(text, hint=" (or auto)")
+    if not indices:
+        raise UsageError("keyframe_indices is empty; write the frame of each keyframe image, comma-separated, e.g. 0, 40 (or auto)")
+    if len(indices) != count:
+        raise UsageError(f"keyframe_indices names {len(indices)} frame(s) ({text}) but {count} keyframe image(s) were given; give one index per image, in the batch's order")
+    return indices
+
+
+def parse_index_list(text: str, *, hint: str = "") -> list[int]:
+    """Frame indices written comma-separated (negative from the end), each once; [] for an empty text."""
+    text = str(text).strip()
     parts = [p for p in re.split(r"[,\s]+", text) if p]
-    if not parts or not all(re.fullmatch(r"[+-]?\d+", p) for p in parts):
-        raise UsageError(f"keyframe_indices {text!r} is not a list of frame indices; write them comma-separated, e.g. 0, 40, -1 (or auto)")
-    if len(parts) != count:
-        raise UsageError(f"keyframe_indices names {len(parts)} frame(s) ({text}) but {count} keyframe image(s) were given; give one index per image, in the batch's order")
+    if not all(re.fullmatch(r"[+-]?\d+", p) for p in parts):
+        raise UsageError(f"keyframe_indices {text!r} is not a list of frame indices; write them comma-separated, e.g. 0, 40, -1{hint}")
     indices = [int(p) for p in parts]
     repeated = sorted({i for i in indices if indices.count(i) > 1})
     if repeated:  # {index: image} would silently keep one of them
         raise UsageError(f"keyframe_indices names frame {repeated[0]} more than once ({text}); give each frame once")
     return indices
+
+
+def in_clip(indices: list[int], num_frames: int) -> list[int]:
+    """Frame indices (negative from the end) as frames of a `num_frames` clip, each inside it and named once."""
+    out = []
+    for i in indices:
+        if not -num_frames <= i < num_frames:
+            raise UsageError(f"keyframe index {i} is outside the clip (0..{num_frames - 1}, or -{num_frames}..-1 from the end); pick frames inside it")
+        if i % num_frames in out:
+            raise UsageError(f"keyframe_indices names frame {i % num_frames} twice ({i} counts from the end); give each frame once")
+        out.append(i % num_frames)
+    return out
+
+
+def from_image(picture: np.ndarray) -> torch.Tensor:
+    """One (H, W, 3) uint8 picture as a one-image IMAGE batch."""
+    return to_image(picture[None])
 
 
 def check_keyframe_shape(keyframes: np.ndarray, frames: np.ndarray) -> None:

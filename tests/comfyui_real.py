@@ -2,11 +2,12 @@
 
 `check` runs the pack's example API workflow on shared/samples' kitten clip and its edited first frame (plus a SaveImage
 node, PNGs being exact where SaveVideo's H.264 is not), runs `magicprop propagate` from ComfyUI's own Python on the same
-files, and compares the frames; then queues bad workflows (keyframe index outside the clip, a keyframe of another
-shape, masks of another length, an empty batch from a check-only node) and checks that each fails with magicprop's one line, a traceback that
-ends in the pack, and that the server still runs the good workflow afterwards. `screenshots` loads the workflow into
+files, and compares the frames; runs the Suggest Keyframes workflow and compares its indices with `magicprop keyframes`'
+plan; then queues bad workflows (keyframe index outside the clip, a keyframe of another
+shape, masks of another length, an empty batch from a check-only node; a given frame outside the clip for Suggest) and checks that each fails with magicprop's one line, a traceback that
+ends in the pack, and that the server still runs the good workflow afterwards. `screenshots` loads each workflow into
 ComfyUI's page in headless Chromium, runs it there, and saves the graph (and the error dialog of a bad run) as PNGs;
-and writes the UI-format workflow the page made from the API one.
+and writes the UI-format workflows the page made from the API ones.
 
     MAGICPROP_COMFYUI=/path/to/comfy python tests/comfyui_real.py check OUT_DIR
     MAGICPROP_COMFYUI=/path/to/comfy python tests/comfyui_real.py screenshots docs/
@@ -35,9 +36,9 @@ PACK = ROOT / "comfyui"
 SHARED = ROOT.parent / "shared"
 HARNESS = SHARED / "tools" / "comfyui" / "harness.py"
 CLIP, KEYFRAME = SHARED / "samples" / "edits" / "kitten.mp4", SHARED / "samples" / "edits" / "kitten_dog_000.png"
-API_WORKFLOW = PACK / "api_workflows" / "magicprop_propagate_api.json"
-UI_WORKFLOW = PACK / "example_workflows" / "magicprop_propagate.json"
-NODES = ["MagicPropPropagate", "MagicPropLoadPropagationModel"]
+PROPAGATE, SUGGEST = "magicprop_propagate", "magicprop_suggest_keyframes"  # the example workflows' names
+SUGGEST_ARGS = ["--keyframe-index", "0", "--max", "3", "--target", "0.95"]  # the Suggest workflow's widgets, as flags
+NODES = ["MagicPropPropagate", "MagicPropLoadPropagationModel", "MagicPropSuggestKeyframes"]
 INSTALLED_NAME = "magicprop-nodes"  # custom_nodes/<this>
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
@@ -84,9 +85,14 @@ def server(h, *extra_packs: Path):
             h.stop(proc)
 
 
-def api_workflow(video: str, keyframe: str) -> dict:
-    workflow = json.loads(API_WORKFLOW.read_text())
-    workflow["1"]["inputs"]["file"], workflow["3"]["inputs"]["image"] = video, keyframe
+def api_workflow(video: str, keyframe: str, name: str = PROPAGATE) -> dict:
+    """An example API workflow with its Load Video / Load Image on the uploaded files."""
+    workflow = json.loads((PACK / "api_workflows" / f"{name}_api.json").read_text())
+    for node in workflow.values():
+        if node["class_type"] == "LoadVideo":
+            node["inputs"]["file"] = video
+        elif node["class_type"] == "LoadImage":
+            node["inputs"]["image"] = keyframe
     return workflow
 
 
@@ -126,8 +132,8 @@ def write_empty_batch_pack(folder: Path) -> Path:
     return folder
 
 
-def bad_workflows(good: dict) -> dict[str, tuple[dict, str]]:
-    """{case: (workflow, a fragment of the expected message)}."""
+def bad_workflows(good: dict, suggest: dict) -> dict[str, tuple[dict, str]]:
+    """{case: (workflow, a fragment of the expected message)}: the propagate workflow's, then the suggest one's."""
     cases = {}
     w = copy.deepcopy(good)
     w["4"]["inputs"]["keyframe_indices"] = "99"
@@ -144,6 +150,9 @@ def bad_workflows(good: dict) -> dict[str, tuple[dict, str]]:
     w["81"] = {"class_type": "MagicPropCheckFirstFrames", "inputs": {"images": ["2", 0], "count": 0}}
     w["4"]["inputs"]["images"] = ["81", 0]
     cases["empty clip"] = (w, "images is an empty batch (0 images)")
+    w = copy.deepcopy(suggest)
+    w["3"]["inputs"]["keyframe_indices"] = "0, 99"
+    cases["suggest: a given frame outside the clip"] = (w, "keyframe index 99 is outside the clip (0..15, or -16..-1 from the end)")
     return cases
 
 
@@ -153,6 +162,14 @@ def run_cli(out: Path) -> np.ndarray:
                "--keyframe-index", "0", "--propagator", "flow", "--seed", "0", "-o", str(out)]  # fmt: skip
     subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True)
     return read_pngs(out.glob("*.png"))
+
+
+def run_cli_keyframes(out: Path) -> list[int]:
+    """`magicprop keyframes` from ComfyUI's Python on the sample clip: the given frame then the suggestions."""
+    command = [str(host_dir() / "venv" / "bin" / "magicprop"), "keyframes", str(CLIP), *SUGGEST_ARGS, "-o", str(out / "plan.json")]
+    subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True)
+    plan = json.loads((out / "plan.json").read_text())
+    return [0, *plan["suggested"]]
 
 
 def check(workdir: str | Path) -> dict:
@@ -171,8 +188,13 @@ def check(workdir: str | Path) -> dict:
         report["outputs"] = sorted(Path(f).suffix for f in files)
         report["server_memory_kib"] = {"at_start": proc.memory_at_start, "after_run": h.memory(proc)}
         report["templates"] = h._get_json(proc.port, "/workflow_templates")  # what the page's template browser lists
+        start = time.monotonic()
+        suggested = h.run_workflow(proc.port, api_workflow(video, keyframe, SUGGEST), timeout=900)
+        report["suggest_seconds_in_comfyui"] = round(time.monotonic() - start, 1)
+        report["suggested_in_comfyui"] = h.ui_outputs(suggested, "text")  # Preview Any's text: the indices
+        report["suggest_previews"] = len(h.output_entries(suggested))
         bad = {}
-        for case, (workflow, expected) in bad_workflows(good).items():
+        for case, (workflow, expected) in bad_workflows(good, api_workflow(video, keyframe, SUGGEST)).items():
             try:
                 h.run_workflow(proc.port, workflow, timeout=600)
                 bad[case] = False
@@ -190,6 +212,8 @@ def check(workdir: str | Path) -> dict:
     report["frames"], report["cli_frames"] = list(frames.shape), list(expected.shape)
     diff = np.abs(frames.astype(int) - expected.astype(int)) if frames.shape == expected.shape else None
     report["max_abs_difference"] = None if diff is None else int(diff.max())
+    (workdir / "keyframes").mkdir(exist_ok=True)
+    report["suggested_by_cli"] = ", ".join(map(str, run_cli_keyframes(workdir / "keyframes")))
     return report
 
 
@@ -204,8 +228,9 @@ def _execution_error(exc) -> dict:
 # ComfyUI's page, in headless Chromium
 # ---------------------------------------------------------------------------------------------------------------------
 def screenshots(out_dir: str | Path) -> list[Path]:
-    """docs/comfyui-graph.png (the example workflow after a run in the page), docs/comfyui-error.png (the dialog a bad
-    keyframe index brings up), and the UI-format workflow the page made, written to example_workflows/."""
+    """docs/comfyui-keyframes.png and docs/comfyui-graph.png (the example workflows after a run in the page),
+    docs/comfyui-error.png (the dialog a bad keyframe index brings up), and the UI-format workflows the page made,
+    written to example_workflows/."""
     from playwright.sync_api import sync_playwright
 
     h, out_dir = harness(), Path(out_dir)
@@ -218,16 +243,17 @@ def screenshots(out_dir: str | Path) -> list[Path]:
             page = browser.new_page(viewport={"width": 1700, "height": 1000})
             page.goto(f"http://127.0.0.1:{proc.port}", timeout=120_000)
             page.wait_for_function("() => window.app && window.app.graph && window.app.canvas", timeout=120_000)
-            page.evaluate("async (api) => { await window.app.loadApiJson(api, 'magicprop_propagate'); }", api_workflow(video, keyframe))
-            _arrange(page)
-            graph = page.evaluate("() => window.app.graph.serialize()")
-            UI_WORKFLOW.write_text(json.dumps(_portable(graph, video, keyframe), indent=1) + "\n")
-            written.append(UI_WORKFLOW)
-            page.evaluate("() => window.app.queuePrompt(0)")
-            _wait_for_queue(h, proc.port)
-            page.wait_for_timeout(3000)  # Save Video's preview loads
-            page.screenshot(path=str(out_dir / "comfyui-graph.png"), clip=VIEW)
-            written.append(out_dir / "comfyui-graph.png")
+            for name, picture in ((SUGGEST, "comfyui-keyframes.png"), (PROPAGATE, "comfyui-graph.png")):
+                page.evaluate("async ([api, name]) => { await window.app.loadApiJson(api, name); }", [api_workflow(video, keyframe, name), name])
+                _arrange(page, LAYOUTS[name])
+                graph = page.evaluate("() => window.app.graph.serialize()")
+                ui = PACK / "example_workflows" / f"{name}.json"
+                ui.write_text(json.dumps(_portable(graph, video, keyframe), indent=1) + "\n")
+                page.evaluate("() => window.app.queuePrompt(0)")
+                _wait_for_queue(h, proc.port)
+                page.wait_for_timeout(3000)  # the previews load
+                page.screenshot(path=str(out_dir / picture), clip=VIEW)
+                written += [ui, out_dir / picture]
             # a bad run: the dialog ComfyUI opens for an exception raised in a node
             page.evaluate("() => { const n = window.app.graph._nodes.find(n => n.type === 'MagicPropPropagate');"
                           " n.widgets.find(w => w.name === 'keyframe_indices').value = '99'; }")  # fmt: skip
@@ -255,18 +281,24 @@ def _wait_for_queue(h, port: int, timeout: float = 900.0) -> None:
         time.sleep(0.5)
 
 
-# Where each node goes in the screenshot (x, y): left to right as the data flows
-LAYOUT = {"LoadVideo": (0, 0), "LoadImage": (0, 400), "GetVideoComponents": (330, 0), "MagicPropPropagate": (580, 120),
-          "CreateVideo": (960, 0), "SaveVideo": (1230, 0)}  # fmt: skip
+# Where each node of each workflow goes in the screenshot, by its id: (x, y), or (x, y, width, height); left to right
+# as the data flows
+LAYOUTS = {
+    PROPAGATE: {"1": (0, 0), "3": (0, 400), "2": (330, 0), "4": (580, 120), "5": (960, 0), "6": (1230, 0)},
+    SUGGEST: {"1": (0, 0), "2": (330, 0), "3": (580, 0), "4": (580, 260, 320, 120), "5": (940, 0, 300, 560), "6": (1270, 0, 420, 560)},
+}  # fmt: skip
 VIEW = {"x": 0, "y": 0, "width": 1700, "height": 800}  # the part of the page the screenshots keep
 
 
-def _arrange(page) -> None:
+def _arrange(page, layout: dict) -> None:
     page.evaluate("""(layout) => {
-        for (const n of window.app.graph._nodes) { const at = layout[n.type]; if (at) n.pos = at; }
+        for (const n of window.app.graph._nodes) {
+            const at = layout[String(n.id)];
+            if (at) { n.pos = [at[0], at[1]]; if (at.length > 2) n.size = [at[2], at[3]]; }
+        }
         window.app.canvas.ds.offset = [90, 160]; window.app.canvas.ds.scale = 0.85;
         window.app.graph.setDirtyCanvas(true, true);
-    }""", LAYOUT)  # fmt: skip
+    }""", layout)  # fmt: skip
 
 
 def _portable(graph: dict, video: str, keyframe: str) -> dict:

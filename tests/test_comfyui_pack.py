@@ -91,7 +91,7 @@ def test_pack_imports_by_location_beside_comfyui_module_names(tmp_path, monkeypa
     shutil.copytree(PACK, copy, ignore=shutil.ignore_patterns("__pycache__"))
     module = import_pack(copy)
     assert module.__name__ == str(copy).replace(".", "_x_")
-    assert set(module.NODE_CLASS_MAPPINGS) == {"MagicPropPropagate", "MagicPropLoadPropagationModel"}
+    assert set(module.NODE_CLASS_MAPPINGS) == {"MagicPropPropagate", "MagicPropLoadPropagationModel", "MagicPropSuggestKeyframes"}
     assert "comfy" not in sys.modules  # it runs without ComfyUI
 
 
@@ -324,30 +324,51 @@ def test_loader_refuses_what_is_not_a_model_in_one_line(pack, clip, name, messag
 # Example workflows
 # ---------------------------------------------------------------------------------------------------------------------
 CORE_OUTPUTS = {"LoadVideo": ["VIDEO"], "GetVideoComponents": ["IMAGE", "AUDIO", "FLOAT"], "LoadImage": ["IMAGE", "MASK"],
-                "CreateVideo": ["VIDEO"], "SaveVideo": []}  # fmt: skip
+                "CreateVideo": ["VIDEO"], "SaveVideo": [], "PreviewImage": [], "PreviewAny": []}  # fmt: skip
+# (workflow name, its nodes, the MagicProp node whose inputs are checked, {input: the type linked to it})
+WORKFLOWS = [
+    ("magicprop_propagate", ["LoadVideo", "GetVideoComponents", "LoadImage", "MagicPropPropagate", "CreateVideo", "SaveVideo"],
+     "MagicPropPropagate", {"images": "IMAGE", "keyframes": "IMAGE"}),
+    ("magicprop_suggest_keyframes", ["LoadVideo", "GetVideoComponents", "MagicPropSuggestKeyframes", "PreviewAny", "PreviewImage", "PreviewImage"],
+     "MagicPropSuggestKeyframes", {"images": "IMAGE"}),
+]  # fmt: skip
 
 
-def test_example_workflows_are_wired_right(pack):
-    api = json.loads((PACK / "api_workflows" / "magicprop_propagate_api.json").read_text())
-    ui = json.loads((PACK / "example_workflows" / "magicprop_propagate.json").read_text())
+@pytest.mark.parametrize(("name", "nodes", "ours", "links"), WORKFLOWS, ids=[w[0] for w in WORKFLOWS])
+def test_example_workflows_are_wired_right(pack, name, nodes, ours, links):
+    api = json.loads((PACK / "api_workflows" / f"{name}_api.json").read_text())
+    ui = json.loads((PACK / "example_workflows" / f"{name}.json").read_text())
     outputs = {**CORE_OUTPUTS, **{n: list(c.RETURN_TYPES) for n, c in pack.NODE_CLASS_MAPPINGS.items()}}
     types_ = {node_id: node["class_type"] for node_id, node in api.items()}
-    assert sorted(types_.values()) == sorted(["LoadVideo", "GetVideoComponents", "LoadImage", "MagicPropPropagate", "CreateVideo", "SaveVideo"])
+    assert sorted(types_.values()) == sorted(nodes)
     for node_id, node in api.items():
-        for name, value in node["inputs"].items():
+        for input_name, value in node["inputs"].items():
             if isinstance(value, list):  # a link: [source node id, output index]
-                assert value[0] in api and value[1] < len(outputs[types_[value[0]]]), (node_id, name)
-    (propagate,) = [n for n in api.values() if n["class_type"] == "MagicPropPropagate"]
-    spec = pack.NODE_CLASS_MAPPINGS["MagicPropPropagate"].INPUT_TYPES()
-    assert set(spec["required"]) <= set(propagate["inputs"]) <= set(spec["required"]) | set(spec["optional"])
+                assert value[0] in api and value[1] < len(outputs[types_[value[0]]]), (node_id, input_name)
+    (inputs,) = [n["inputs"] for n in api.values() if n["class_type"] == ours]
+    spec = pack.NODE_CLASS_MAPPINGS[ours].INPUT_TYPES()
+    assert set(spec["required"]) <= set(inputs) <= set(spec["required"]) | set(spec.get("optional", {}))
     link_type = lambda link: outputs[types_[link[0]]][link[1]]  # noqa: E731
-    assert link_type(propagate["inputs"]["images"]) == "IMAGE" and link_type(propagate["inputs"]["keyframes"]) == "IMAGE"
-    assert propagate["inputs"]["propagator"] in choices()
+    assert {k: link_type(inputs[k]) for k in links} == links
+    if "propagator" in inputs:
+        assert inputs["propagator"] in choices()
     # the UI file holds the same graph: the same nodes, and links between nodes that exist
     assert sorted(n["type"] for n in ui["nodes"]) == sorted(types_.values())
     ids = {n["id"] for n in ui["nodes"]}
     for link_id, source, _, target, _, kind in ui["links"]:
-        assert source in ids and target in ids and kind in ("IMAGE", "VIDEO", "FLOAT")
+        assert source in ids and target in ids and kind in ("IMAGE", "VIDEO", "FLOAT", "STRING")
+
+
+def test_registry_metadata_has_the_required_fields_and_says_its_placeholders():
+    import tomllib
+
+    meta = tomllib.loads((PACK / "pyproject.toml").read_text())
+    project, comfy = meta["project"], meta["tool"]["comfy"]
+    assert project["name"] == "magicprop-nodes" and "comfyui" not in project["name"].lower()  # the registry's naming rule
+    assert len(project["version"].split(".")) == 3 and project["dependencies"] == ["magicprop"]
+    assert comfy["DisplayName"] == "MagicProp"
+    # what cannot be known yet is a placeholder that cannot pass for a real value
+    assert "PLACEHOLDER" in project["urls"]["Repository"] and "placeholder" in comfy["PublisherId"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -363,4 +384,7 @@ def test_example_workflow_in_the_real_comfyui_gives_the_cli_frames(tmp_path):
     report = comfyui_real.check(tmp_path)
     assert report["max_abs_difference"] == 0, report
     assert all(report["bad_inputs"].values()) and report["same_after_errors"], report
-    assert report["templates"][comfyui_real.INSTALLED_NAME] == ["magicprop_propagate"]
+    assert sorted(report["templates"][comfyui_real.INSTALLED_NAME]) == [comfyui_real.PROPAGATE, comfyui_real.SUGGEST]
+    # Suggest Keyframes in the server: the CLI's plan (the given frame 0, then its suggestions), and its pictures shown
+    assert report["suggested_in_comfyui"] == [report["suggested_by_cli"]] and report["suggested_by_cli"] != "0", report
+    assert report["suggest_previews"] == report["suggested_by_cli"].count(",") + 2  # the frames to edit, the curve
