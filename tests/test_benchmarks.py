@@ -2,21 +2,19 @@
 returns, for the clips its seed options name."""
 
 import argparse
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+import fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("synthetic_propagation", ROOT / "benchmarks" / "synthetic_propagation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return fixtures.load_benchmark("synthetic_propagation")
 
 
 def _args(**kw):

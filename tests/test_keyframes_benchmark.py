@@ -1,12 +1,12 @@
 """benchmarks/keyframes.py on a tiny samples folder of synthetic clips: what it counts is what find_keyframe and flow
 return for those cases."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import fixtures
 from fixtures import panning_clip
 
 from magicprop.evaluation.appearance_edits import EDITS
@@ -17,10 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("keyframes_benchmark", ROOT / "benchmarks" / "keyframes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return fixtures.load_benchmark("keyframes")
 
 
 @pytest.fixture(scope="module")

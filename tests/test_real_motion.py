@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import fixtures
 from fixtures import panning_clip
 
 from magicprop.evaluation import score_against_truth
@@ -20,10 +21,7 @@ COLOUR = (250, 200, 120)  # bright (grey 206) and vivid (saturation 0.52): insid
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("real_motion", ROOT / "benchmarks" / "real_motion.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return fixtures.load_benchmark("real_motion")
 
 
 @pytest.fixture(scope="module")
