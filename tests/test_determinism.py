@@ -1,4 +1,5 @@
-"""The same inputs and seed give the same bytes in separate processes, under other load, for every propagator.
+"""The same inputs and seed give the same bytes in separate processes, under other load, for every propagator; and a
+plain command (no --seed) killed and run again with --resume continues with the seed its work folder recorded.
 
 Issue 26: PropDPM's mp4s differed run to run by up to 24 levels. The frames were identical; x264 read uninitialised
 memory on its AVX-512 path (fixed in magicprop.video.writing). Children here run with MALLOC_PERTURB_ and another
@@ -7,9 +8,13 @@ PYTHONHASHSEED (tests/other_process.py), so such a read, or a seed taken from `h
 
 from __future__ import annotations
 
+import json
+import logging
+
 import pytest
 from other_process import BusyCores, run_cli, run_python
 
+import magicprop.propagation.propdpm.sampling as sampling
 from magicprop.cli import main
 from magicprop.synthetic import render_clip, write_clip
 from magicprop.video import save_image
@@ -74,3 +79,33 @@ def test_every_other_propagator_gives_the_same_bytes_in_another_process(clip, tm
     run_python(f"from magicprop.cli import main\nfor a in {runs!r}:\n    assert main(a) == 0\n")
     for name in OTHERS:
         assert outputs(here / f"{name}.mp4") == outputs(there / f"{name}.mp4"), name
+
+
+def _killed(monkeypatch, target, attribute: str, after: int) -> None:
+    """Make `target.attribute` raise KeyboardInterrupt (the CLI's Ctrl-C: work stays saved) on its `after`+1-th call."""
+    real, calls = getattr(target, attribute), []
+
+    def killing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > after:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, attribute, killing)
+
+
+def test_resume_without_seed_continues_with_the_seed_the_work_folder_recorded(clip, tmp_path, monkeypatch, caplog):
+    out = tmp_path / "plain.mp4"
+    command = list(map(str, argv(clip, "propdpm", out)))  # no --seed: the run draws one
+    _killed(monkeypatch, sampling, "denoise", after=2)
+    assert main(command) == 130
+    monkeypatch.undo()
+    recorded = json.loads((tmp_path / "plain.mp4.magicprop-work" / "propagation" / "job.json").read_text())["seed"]
+    with caplog.at_level(logging.INFO):
+        assert main([*command, "--resume"]) == 0
+    said = [r.getMessage() for r in caplog.records if "resuming with seed" in r.getMessage()]
+    assert said == [f"resuming with seed {recorded}, the seed the killed run recorded in {out}.magicprop-work"]
+    assert json.loads((tmp_path / "plain.json").read_text())["settings"]["seed"] == recorded
+    reference = tmp_path / "reference.mp4"
+    run_cli(argv(clip, "propdpm", reference, "--seed", recorded))
+    assert outputs(out) == outputs(reference)
