@@ -16,6 +16,7 @@ from other_process import BusyCores, run_cli, run_python
 
 import magicprop.propagation.propdpm.sampling as sampling
 from magicprop.cli import main
+from magicprop.propagation.store import FrameStore
 from magicprop.synthetic import render_clip, write_clip
 from magicprop.video import save_image
 
@@ -108,4 +109,22 @@ def test_resume_without_seed_continues_with_the_seed_the_work_folder_recorded(cl
     assert json.loads((tmp_path / "plain.json").read_text())["settings"]["seed"] == recorded
     reference = tmp_path / "reference.mp4"
     run_cli(argv(clip, "propdpm", reference, "--seed", recorded))
+    assert outputs(out) == outputs(reference)
+
+
+def test_a_seedless_propagator_resumes_whatever_seed_is_drawn(clip, tmp_path, monkeypatch, caplog):
+    """flow's frames do not depend on a seed, so nothing it keeps records one: the resumed run draws another seed and
+    still continues the killed run's work (it was refused as 'other settings (seed)')."""
+    out = tmp_path / "flow.mp4"
+    command = list(map(str, argv(clip, "flow", out)))
+    _killed(monkeypatch, FrameStore, "save", after=3)
+    assert main(command) == 130
+    monkeypatch.undo()
+    saved = sorted(p.name for p in (tmp_path / "flow.mp4.magicprop-work").rglob("0*.safetensors"))
+    assert len(saved) == 3
+    with caplog.at_level(logging.INFO):
+        assert main([*command, "--resume"]) == 0  # the issue's command
+    assert "resuming from" in caplog.text and "resuming with seed" not in caplog.text
+    reference = tmp_path / "reference.mp4"
+    run_cli(argv(clip, "flow", reference, "--seed", "5"))
     assert outputs(out) == outputs(reference)
