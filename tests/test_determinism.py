@@ -46,7 +46,7 @@ def outputs(out) -> dict[str, bytes]:
             (("video", out), ("keyframe", f"{stem}.keyframe.png"), ("comparison", f"{stem}.comparison.mp4"))}  # fmt: skip
 
 
-def test_the_video_writer_gives_the_same_bytes_whatever_the_heap_holds(tmp_path):
+def test_the_video_writer_gives_the_same_bytes_whatever_the_heap_holds(tmp_path, record_property):
     """x264 (mp4, mkv) at a width that is not a multiple of 128, and the WebM muxer, in two processes whose freshly
     allocated memory holds other bytes: one file."""
     code = (
@@ -57,9 +57,10 @@ def test_the_video_writer_gives_the_same_bytes_whatever_the_heap_holds(tmp_path)
         run_python(f"STEM = {str(tmp_path / name)!r}\n" + code, perturb=perturb)
     for ext in ("mp4", "mkv", "webm"):
         assert (tmp_path / f"a.{ext}").read_bytes() == (tmp_path / f"b.{ext}").read_bytes(), ext
+    record_property("rerun", "video_writer")
 
 
-def test_propdpm_gives_the_same_bytes_in_another_process_under_load(clip, tmp_path):
+def test_propdpm_gives_the_same_bytes_in_another_process_under_load(clip, tmp_path, record_property):
     """The issue's reproduction: the embedded model (anchored reference), seed 7, twice in separate processes with
     torch's default threads; the second while another process keeps every core busy."""
     quiet, loaded = tmp_path / "quiet.mp4", tmp_path / "loaded.mp4"
@@ -67,12 +68,13 @@ def test_propdpm_gives_the_same_bytes_in_another_process_under_load(clip, tmp_pa
     with BusyCores():
         run_cli(argv(clip, "propdpm", loaded, "--seed", "7"), perturb=165, hash_seed=2, threads=None)
     assert outputs(quiet) == outputs(loaded)
+    record_property("rerun", "propdpm_under_load")
 
 
 OTHERS = ["hybrid", "flow", "chain", "lut", "copy"]
 
 
-def test_every_other_propagator_gives_the_same_bytes_in_another_process(clip, tmp_path):
+def test_every_other_propagator_gives_the_same_bytes_in_another_process(clip, tmp_path, record_property):
     here, there = tmp_path / "here", tmp_path / "there"
     for name in OTHERS:
         assert main(list(map(str, argv(clip, name, here / f"{name}.mp4", "--seed", "7")))) == 0
@@ -80,6 +82,7 @@ def test_every_other_propagator_gives_the_same_bytes_in_another_process(clip, tm
     run_python(f"from magicprop.cli import main\nfor a in {runs!r}:\n    assert main(a) == 0\n")
     for name in OTHERS:
         assert outputs(here / f"{name}.mp4") == outputs(there / f"{name}.mp4"), name
+    record_property("rerun", "+".join(OTHERS))
 
 
 def _killed(monkeypatch, target, attribute: str, after: int) -> None:
@@ -95,7 +98,9 @@ def _killed(monkeypatch, target, attribute: str, after: int) -> None:
     monkeypatch.setattr(target, attribute, killing)
 
 
-def test_resume_without_seed_continues_with_the_seed_the_work_folder_recorded(clip, tmp_path, monkeypatch, caplog):
+def test_resume_without_seed_continues_with_the_seed_the_work_folder_recorded(clip, tmp_path, monkeypatch, caplog,
+                                                                              record_property):  # fmt: skip
+    record_property("resume", "propdpm_without_seed")
     out = tmp_path / "plain.mp4"
     command = list(map(str, argv(clip, "propdpm", out)))  # no --seed: the run draws one
     _killed(monkeypatch, sampling, "denoise", after=2)
@@ -112,9 +117,10 @@ def test_resume_without_seed_continues_with_the_seed_the_work_folder_recorded(cl
     assert outputs(out) == outputs(reference)
 
 
-def test_a_seedless_propagator_resumes_whatever_seed_is_drawn(clip, tmp_path, monkeypatch, caplog):
+def test_a_seedless_propagator_resumes_whatever_seed_is_drawn(clip, tmp_path, monkeypatch, caplog, record_property):
     """flow's frames do not depend on a seed, so nothing it keeps records one: the resumed run draws another seed and
     still continues the killed run's work (it was refused as 'other settings (seed)')."""
+    record_property("resume", "flow_without_seed")
     out = tmp_path / "flow.mp4"
     command = list(map(str, argv(clip, "flow", out)))
     _killed(monkeypatch, FrameStore, "save", after=3)
