@@ -46,6 +46,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 from .adapter import AppearanceAdapter
+from .attention import ReferenceAttnProcessor, ReferenceKV, cache_reference
 from .configs import propdpm_config
 
 logger = logging.getLogger(__name__)
@@ -231,6 +232,8 @@ class PropDPM(ModelMixin, ConfigMixin):
             torch.nn.init.zeros_(self.unet.class_embedding.linear_2.weight)
             torch.nn.init.zeros_(self.unet.class_embedding.linear_2.bias)
         self.adapter = AppearanceAdapter(cross_attention_dim, latent_channels, use_vae=reference_mode == "clip+vae")
+        # reads the reference's keys and values from a per-clip cache at inference (`cache_reference`)
+        self.unet.set_attn_processor(ReferenceAttnProcessor())
 
     @property
     def num_input_channels(self) -> int:
@@ -301,6 +304,11 @@ class PropDPM(ModelMixin, ConfigMixin):
         logger.info("PropDPM.from_stable_diffusion: copied %d tensors, %d new in the UNet", copied, len(missing))
         return model
 
+    def cache_reference(self, reference_tokens: torch.Tensor) -> ReferenceKV:
+        """Keys and values of reference tokens (R, N, C) in every cross-attention layer, for `forward(reference_kv=)`:
+        computed once per clip, not at every step of every frame."""
+        return cache_reference(self.unet, reference_tokens.to(self.dtype))
+
     def encode_reference(
         self, clip_tokens: torch.Tensor, reference_latent: torch.Tensor, drop: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -317,9 +325,11 @@ class PropDPM(ModelMixin, ConfigMixin):
         return self.adapter(clip_tokens, reference_latent)  # (B, 1 + h/2 * w/2, C)
 
     def forward(
-        self, sample: torch.Tensor, timestep: torch.Tensor | int, conditioning: PropConditioning
+        self, sample: torch.Tensor, timestep: torch.Tensor | int, conditioning: PropConditioning,
+        reference_kv: ReferenceKV | None = None,
     ) -> torch.Tensor:
-        """sample (B, 4, h, w) noisy latent -> (B, 4, h, w) prediction (v for our schedulers)."""
+        """sample (B, 4, h, w) noisy latent -> (B, 4, h, w) prediction (v for our schedulers). `reference_kv`: the
+        reference tokens' keys and values from `cache_reference`, selected for this batch's samples."""
         x = torch.cat([sample, conditioning.spatial.to(sample.dtype)], dim=1)  # (B, 10 [+4] [+5], h, w)
         if x.shape[1] != self.num_input_channels:
             from ..errors import UsageError
@@ -337,4 +347,6 @@ class PropDPM(ModelMixin, ConfigMixin):
         if self.config.get("context_level_embedding", False):  # the level on the timestep scale (0..1000)
             level = conditioning.context_level if conditioning.context_level is not None else torch.zeros(x.shape[0])
             levels = (level.to(x.device, torch.float32) * 1000).expand(x.shape[0])
-        return self.unet(x, timestep, encoder_hidden_states=tokens, class_labels=levels).sample
+        kwargs = None if reference_kv is None else {"reference_kv": reference_kv}
+        return self.unet(x, timestep, encoder_hidden_states=tokens, class_labels=levels, cross_attention_kwargs=kwargs).sample
+

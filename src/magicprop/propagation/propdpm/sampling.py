@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from ...errors import UsageError
 from ...models.bundle import PropagationModels
 from ...models.encoders import clip_image_tokens, images_to_tensor, tensor_to_images, vae_decode, vae_encode, vae_scale_factor
+from ...models.attention import ReferenceKV
 from ...models.propdpm import PropConditioning, PropDPM, assemble_conditioning
 from ...motion.flow import optical_flow
 from ...schedulers import scheduler_from_config
@@ -152,6 +153,8 @@ def propagate_latents(
     null = None
     if do_cfg:  # the unconditional branch reads the null reference that training drops to
         null = models.propdpm.encode_reference(clip_tokens, key_latent, drop=torch.ones(1, dtype=torch.bool, device=device))
+    # the reference's keys and values in every cross-attention layer, once per clip (not at every step of every frame)
+    reference_kv = models.propdpm.cache_reference(reference if null is None else torch.cat([reference, null]))
     depth_grid = torch.nn.functional.interpolate(
         torch.from_numpy(depth.astype(np.float32))[:, None], size=latent_size, mode="area"
     ).to(device, dtype)  # (T, 1, h, w): resized once, every step reads it
@@ -214,7 +217,7 @@ def propagate_latents(
             if do_cfg:  # the unconditional branch: the null reference's tokens and no anchored keyframe, as in training
                 drop = torch.ones(len(targets), dtype=torch.bool, device=device)
                 null_cond = assemble_conditioning(reference_tokens=null, drop_reference=drop, **inputs)
-            latents = denoise(models, scheduler, noise, cond, settings, null_cond)
+            latents = denoise(models, scheduler, noise, cond, settings, null_cond, reference_kv)
             fused = None
             if fusion is not None:
                 fused = fusion(tensor_to_images(vae_decode(models.vae, latents)), [shown[d] for d in chains], targets,
@@ -235,18 +238,21 @@ def propagate_latents(
 
 
 def denoise(models, scheduler, latents, cond: PropConditioning, settings: PropagationSettings,
-            null_cond: PropConditioning | None = None) -> torch.Tensor:  # fmt: skip
+            null_cond: PropConditioning | None = None, reference_kv: ReferenceKV | None = None) -> torch.Tensor:  # fmt: skip
     """The sampling loop for one batch of frames (`sample_latents` with the run's settings)."""
     return sample_latents(models.propdpm, scheduler, latents, cond, settings.num_inference_steps, settings.guidance_scale,
-                          null_cond)  # fmt: skip
+                          null_cond, reference_kv)  # fmt: skip
 
 
 def sample_latents(propdpm: PropDPM, scheduler, latents: torch.Tensor, cond: PropConditioning, num_inference_steps: int,
-                   guidance_scale: float = 1.0, null_cond: PropConditioning | None = None) -> torch.Tensor:  # fmt: skip
+                   guidance_scale: float = 1.0, null_cond: PropConditioning | None = None,
+                   reference_kv: ReferenceKV | None = None) -> torch.Tensor:  # fmt: skip
     """The scheduler's reverse process from the noise `latents` (Ho et al. 2020 / Song et al. 2021, v-prediction), with
     classifier-free guidance on the reference (Ho & Salimans 2022, pred = null + s (cond - null)) in one batched forward
     when `null_cond` (the conditioning with the reference dropped) is given. Returns the frames' latents (for residual
-    models: the sample added to the warped previous latent). Sampling and self-rollout training both run it."""
+    models: the sample added to the warped previous latent). Sampling and self-rollout training both run it.
+    `reference_kv`: `PropDPM.cache_reference` of the reference tokens (and, with guidance, the null reference's after
+    them), so no step projects them again."""
     scheduler.set_timesteps(num_inference_steps, device=latents.device)
     latents = latents * scheduler.init_noise_sigma
     model_cond = cond
@@ -258,10 +264,13 @@ def sample_latents(propdpm: PropDPM, scheduler, latents: torch.Tensor, cond: Pro
             reference_tokens=torch.cat([cond.reference_tokens.expand(b, -1, -1), null_cond.reference_tokens.expand(b, -1, -1)]),
             context_level=levels,
         )
+    if reference_kv is not None:  # which cached row each sample reads: the reference, then the null reference
+        b = latents.shape[0]
+        reference_kv = reference_kv.select(None if null_cond is None else [0] * b + [1] * b)
     for t in scheduler.timesteps:
         x = torch.cat([latents, latents]) if null_cond is not None else latents
         x = scheduler.scale_model_input(x, t)
-        pred = propdpm(x, t, model_cond)
+        pred = propdpm(x, t, model_cond, reference_kv)
         if null_cond is not None:
             pred_cond, pred_null = pred.chunk(2)
             pred = pred_null + guidance_scale * (pred_cond - pred_null)
