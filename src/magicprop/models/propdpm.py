@@ -45,6 +45,7 @@ from diffusers import UNet2DConditionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
+from ..hub import check_sd1
 from .adapter import AppearanceAdapter
 from .attention import ReferenceAttnProcessor, ReferenceKV, cache_reference
 from .configs import propdpm_config
@@ -258,10 +259,13 @@ class PropDPM(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_stable_diffusion(cls, unet: UNet2DConditionModel, **overrides) -> "PropDPM":
-        """Initialise from an SD 1.5 UNet: copy every weight, grow conv_in from 4 to 10 (or more) channels with zeros.
+        """Initialise from an SD 1.5 UNet: take every weight, grow conv_in from 4 to 10 (or more) channels with zeros.
 
         The new input channels start at zero, so the converted model gives exactly the SD UNet's output whatever the
-        conditions are, and training starts from SD's prior (DiT's zero-init idea). The adaptor is new and random.
+        conditions are, and training starts from SD's prior (DiT's zero-init idea). The adaptor (and the level
+        embedding) are new and random. The UNet's tensors are taken, not copied: at SD 1.5's size a copy is 3.4 GB more
+        at the moment of conversion, so PropDPM shares them with `unet` (which is of no further use: training updates
+        them in place; pass a deep copy to keep it).
         """
         cfg = unet.config
         if cfg.in_channels != 4 or cfg.out_channels != 4:
@@ -271,7 +275,8 @@ class PropDPM(ModelMixin, ConfigMixin):
                 f"the UNet has {cfg.in_channels} input / {cfg.out_channels} output channels, not SD 1.5's 4/4; "
                 "pass a Stable Diffusion 1.x model (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5)"
             )
-        model = cls(
+        check_sd1(dict(cfg), "the UNet")
+        kwargs = dict(
             sample_size=cfg.sample_size,
             latent_channels=cfg.in_channels,
             block_out_channels=tuple(cfg.block_out_channels),
@@ -283,25 +288,33 @@ class PropDPM(ModelMixin, ConfigMixin):
             norm_num_groups=cfg.norm_num_groups,
             **overrides,
         )
-        model.to(dtype=unet.dtype)
-        source = unet.state_dict()
-        target = model.unet.state_dict()
-        copied = 0
+        device = next(unet.parameters()).device
+        with torch.device("meta"):  # the UNet's weights come from SD: building them randomly first would be wasted
+            model = cls(**kwargs)
+        with torch.device(device):
+            model.adapter = AppearanceAdapter(model.config.cross_attention_dim, model.config.latent_channels,
+                                              use_vae=model.config.reference_mode == "clip+vae")  # fmt: skip
+        source, target = unet.state_dict(), model.unet.state_dict()
+        taken = {}
         for key, value in source.items():
             if key not in target:
                 logger.warning("PropDPM.from_stable_diffusion: skipped %s (not in PropDPM)", key)
                 continue
             if key == "conv_in.weight":
-                grown = torch.zeros_like(target[key])  # (320, 10 [+4] [+5], 3, 3): zeros for the new channels
-                grown[:, : value.shape[1]] = value
+                grown = torch.zeros(target[key].shape, dtype=value.dtype, device=value.device)  # (320, 10 [+4] [+5], 3, 3)
+                grown[:, : value.shape[1]] = value  # zeros for the new channels
                 value = grown
             if target[key].shape != value.shape:
                 raise ValueError(f"shape mismatch for {key}: SD {tuple(value.shape)} vs PropDPM {tuple(target[key].shape)}")
-            target[key] = value
-            copied += 1
-        model.unet.load_state_dict(target)
-        missing = set(target) - set(source)
-        logger.info("PropDPM.from_stable_diffusion: copied %d tensors, %d new in the UNet", copied, len(missing))
+            taken[key] = value
+        model.unet.load_state_dict(taken, strict=False, assign=True)
+        new = _materialise(model.unet, device)  # what SD has no weights for (the level embedding), initialised here
+        if model.config.get("context_level_embedding", False):
+            torch.nn.init.zeros_(model.unet.class_embedding.linear_2.weight)
+            torch.nn.init.zeros_(model.unet.class_embedding.linear_2.bias)
+        if model.dtype != unet.dtype:  # a cast that changes nothing still makes diffusers warn
+            model.to(dtype=unet.dtype)
+        logger.info("PropDPM.from_stable_diffusion: took %d tensors, %d new in the UNet", len(taken), new)
         return model
 
     def cache_reference(self, reference_tokens: torch.Tensor) -> ReferenceKV:
@@ -350,3 +363,13 @@ class PropDPM(ModelMixin, ConfigMixin):
         kwargs = None if reference_kv is None else {"reference_kv": reference_kv}
         return self.unet(x, timestep, encoder_hidden_states=tokens, class_labels=levels, cross_attention_kwargs=kwargs).sample
 
+
+def _materialise(module: torch.nn.Module, device) -> int:
+    """Give the parameters still on the meta device real memory and their module's own initialisation; their count."""
+    count = 0
+    for sub in module.modules():
+        if any(p.is_meta for p in sub.parameters(recurse=False)):
+            sub.to_empty(device=device, recurse=False)
+            sub.reset_parameters()
+            count += sum(1 for _ in sub.parameters(recurse=False))
+    return count
