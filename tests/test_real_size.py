@@ -84,3 +84,10 @@ def test_the_tokenizer_has_clips_vocabulary_size(tmp_path):
     tokenizer = real.write_clip_tokenizer(tmp_path / "tokenizer")
     ids = tokenizer("a watercolor painting of a city")["input_ids"]
     assert len(tokenizer) == 49408 and ids[0] == 49406 and ids[-1] == 49407 and max(ids[1:-1]) < 49406
+
+
+def test_frames_decode_in_batches_of_at_most_eight_256x256_frames_of_pixels():
+    """SD's VAE decoder holds ~0.38 GB of bf16 activations per 256x256 frame: 8 frames at 512x512 held 3.0 GB."""
+    from magicprop.propagation.propdpm.sampling import decode_batch_size
+
+    assert [decode_batch_size(*s) for s in ((64, 64), (256, 256), (256, 512), (512, 512), (1080, 1920))] == [8, 8, 4, 2, 1]

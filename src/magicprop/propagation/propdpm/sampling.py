@@ -286,12 +286,13 @@ def decode_steps(
     keyframe: np.ndarray,
     keyframe_index: int,
     *,
-    batch_size: int = 8,
+    batch_size: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield every frame in order, uint8 (H, W, 3): the keyframe itself at its index, fused frames as they were kept,
-    the rest decoded in batches."""
+    the rest decoded in batches (of `decode_batch_size` frames unless `batch_size` is given)."""
     num_frames = len(where) + 1
     k = keyframe_index % num_frames
+    batch_size = batch_size or decode_batch_size(*keyframe.shape[:2])
     for start in range(0, num_frames, batch_size):
         indices = list(range(start, min(start + batch_size, num_frames)))
         steps: dict[int, list[int]] = {}
@@ -314,6 +315,13 @@ def decode_steps(
             yield keyframe if t == k else decoded[t]
 
 
+def decode_batch_size(height: int, width: int, pixels: int = 8 * 256 * 256) -> int:
+    """Frames decoded at once: 8 up to 256x256, fewer above, so a batch holds at most `pixels`. SD's VAE decoder keeps
+    about 0.38 GB of activations per 256x256 frame in bf16 (fake-tensor measurement, benchmarks/real_size.py): a
+    batch of 8 frames at 512x512 held 3.0 GB of activations, more than PropDPM's weights, for no gain in FLOPs."""
+    return max(1, min(8, pixels // (height * width)))
+
+
 def propagate(
     models: PropagationModels,
     depth: np.ndarray,
@@ -324,7 +332,7 @@ def propagate(
     work_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     callback: Callable[[int, int], None] | None = None,
     video: np.ndarray | None = None,
     fusion: FusionStep | None = None,
