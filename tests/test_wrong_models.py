@@ -125,3 +125,28 @@ def test_a_model_saved_in_float16_runs_on_the_cpu_in_float32(ws, tmp_path, caplo
 
     CLIPTextModel.from_pretrained(sd / "text_encoder", dtype=torch.float16).save_pretrained(sd / "text_encoder")
     assert main(edit_args(ws, tmp_path / "e.mp4", base=sd)) == 0
+
+
+def test_the_vision_tower_loads_from_a_whole_clip_folder_quietly_and_says_what_its_files_lack(tmp_path, caplog, capsys):
+    """openai/clip-vit-large-patch14 holds both towers: transformers' load report listed every text weight (25 lines
+    per run in the real-size dry run). Weights the files lack are still said, in one line."""
+    from safetensors.torch import load_file, save_file
+    from transformers import CLIPConfig, CLIPModel, CLIPVisionModelWithProjection
+
+    from magicprop.hub import load_component
+
+    tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    config = CLIPConfig(text_config={**tower, "vocab_size": 99}, vision_config={**tower, "image_size": 32, "patch_size": 8,
+                        "projection_dim": 16}, projection_dim=16)  # fmt: skip
+    CLIPModel(config).save_pretrained(tmp_path)
+    with caplog.at_level(logging.INFO):
+        load_component(CLIPVisionModelWithProjection, tmp_path, what="CLIP image encoder", flag="--image-encoder")
+    assert "LOAD REPORT" not in capsys.readouterr().err + caplog.text and "text_model" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    weights = load_file(tmp_path / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if k != "visual_projection.weight"}, tmp_path / "model.safetensors")
+    caplog.clear()
+    load_component(CLIPVisionModelWithProjection, tmp_path, what="CLIP image encoder", flag="--image-encoder")
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "lacks 1 weights, left random (visual_projection.weight)" in line

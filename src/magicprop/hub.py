@@ -8,12 +8,15 @@ that would need unpickling is refused unless the caller opts in.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import Any, TypeVar
 
 from .errors import MagicPropError, UsageError, first_line
 from .fileio import expand_user
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -99,6 +102,8 @@ def torch_float32():
 
 def _from_pretrained(cls, name: str, what: str, flag: str, **kwargs):
     try:
+        if _is_transformers_model(cls):
+            return _transformers_from_pretrained(cls, name, what, **kwargs)
         return cls.from_pretrained(name, **kwargs)
     except RuntimeError as exc:  # transformers: weights of other shapes than the config's (another model's folder)
         if "mismatch" not in str(exc).lower():
@@ -113,6 +118,23 @@ def _from_pretrained(cls, name: str, what: str, flag: str, **kwargs):
                 "also take --allow-pickle for files you trust)"
             ) from None
         raise MagicPropError(f"cannot load {what} from {name}: {first[:300]}; pass a valid local folder with {flag} DIR") from None
+
+
+def _transformers_from_pretrained(cls, name: str, what: str, **kwargs):
+    """transformers' `from_pretrained` without its multi-line load report: the vision tower read from a whole CLIP
+    folder (openai/clip-vit-large-patch14 is one) lists every text-tower weight as unexpected, 25 lines each run.
+    Weights the files lack (left random) are still said, in one line."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = cls.from_pretrained(name, output_loading_info=True, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if missing := sorted(info.get("missing_keys") or ()):
+        logger.warning("%s %s lacks %d weights, left random (%s)", what, name, len(missing), ", ".join(missing[:3]))
+    return model
 
 
 def sd1_mismatch(unet_config: dict) -> str | None:
