@@ -66,7 +66,7 @@ def wait_for_memory(need_gb: float, max_wait: float, what: str) -> str | None:
 
 def run_measured(argv: list[str], log: Path) -> dict:
     """`magicprop ARGV` in a child process; its exit status, wall and CPU seconds and peak resident memory."""
-    result = log.with_suffix(".json")
+    result = log.with_suffix(".measured.json")  # not NAME.json: `magicprop edit -o edit.mp4` writes its record there
     start = time.perf_counter()
     with open(log, "w") as out:
         rc = subprocess.call([sys.executable, __file__, "--measure-cli", str(result), *map(str, argv)], stdout=out, stderr=out,
@@ -170,6 +170,8 @@ def report(result: dict) -> str:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--measure-cli"]:  # before argparse: the command's own --steps, --device, --dtype are its own
+        return measure_cli(sys.argv[2], sys.argv[3:])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--skip", nargs="*", default=[], choices=["costs", "memory", "timed", "commands"])
@@ -183,10 +185,7 @@ def main() -> int:
                    help="keep the result of a command an earlier call finished (WORK/NAME.result.json) instead of running it again")
     p.add_argument("--max-wait", type=float, default=1800, help="seconds to wait for memory before giving a part up")
     p.add_argument("--time-component", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--measure-cli", default=None, help=argparse.SUPPRESS)
-    args, rest = p.parse_known_args()
-    if args.measure_cli:
-        return measure_cli(args.measure_cli, rest)
+    args = p.parse_args()
     args.dtype = args.dtype or ("bf16" if args.device == "cuda" else "fp32")
     if args.time_component:
         print(json.dumps(time_component(args.time_component, args.device, args.dtype)))

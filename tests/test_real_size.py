@@ -91,3 +91,51 @@ def test_frames_decode_in_batches_of_at_most_eight_256x256_frames_of_pixels():
     from magicprop.propagation.propdpm.sampling import decode_batch_size
 
     assert [decode_batch_size(*s) for s in ((64, 64), (256, 256), (256, 512), (512, 512), (1080, 1920))] == [8, 8, 4, 2, 1]
+
+
+def load_benchmark(name: str):
+    """A module of benchmarks/ (real_size.py imports its sibling real_size_costs.py by name)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
+
+
+def test_the_dry_runs_cost_code_counts_the_overhead_and_projects_it(meta):
+    """benchmarks/real_size_costs.py measures its calls as the test above does, and its per-frame arithmetic is
+    25 UNet calls + one decode, projected at 40% of an H100's 989 bf16 TFLOP/s."""
+    costs = load_benchmark("real_size_costs")
+    models = {"sd15_unet": meta["unet"], "propdpm": meta["propdpm"], "vae": meta["vae"], "clip_vision": meta["clip"]}
+    made = costs.calls(models, 256)
+    g = {name: costs.flops(made[name]()[1]) / 1e9 for name in ("sd15_unet@256", "propdpm@256", "vae_decode@256")}
+    assert g["propdpm@256"] / g["sd15_unet@256"] <= 1.0  # cached reference keys and values: 0.995
+    assert costs.params(made["adaptor@256"]()[0]) == 11_223_552
+    rows = {name: {"gflops": value} for name, value in {
+        "propdpm@256": 100.0, "propdpm@512": 400.0, "sd15_unet@256": 99.0, "sd15_unet@512": 390.0,
+        "propdpm_uncached@256": 104.0, "propdpm_uncached@512": 430.0, "vae_decode@256": 300.0, "vae_decode@512": 1200.0,
+        "text_encoder": 7.0, "controlnet@512": 200.0, "depth_anything@518": 60.0, "vae_encode@256": 140.0,
+        "clip_vision": 160.0, "train_step@256": 900.0, "train_step@256_checkpointed": 1200.0}.items()}  # fmt: skip
+    out = costs.per_frame(rows)
+    assert out["gflops"]["propdpm_frame@256"] == 25 * 100 + 300
+    assert out["gflops"]["overhead_ratio@512"] == 400 / 390
+    assert out["projection"]["h100_propdpm_frames_per_s@256"] == 989.4e12 * 0.4 / 1e9 / 2800
+
+
+def test_the_dry_run_gives_a_command_its_own_flags(tmp_path):
+    """The child that measures a command passes every flag on, also those the script itself has (--frames, --steps,
+    --device, --dtype): parsed by the script, they were dropped, and `edit --steps 2` ran stage I at its 30."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "real_size.py"
+    argv = ["--measure-cli", tmp_path / "m.json", "synth", "--out", tmp_path / "clip", "--frames", "2", "--size", "32", "32"]
+    subprocess.run([sys.executable, script, *map(str, argv)], check=True, capture_output=True)
+    assert json.loads((tmp_path / "clip" / "meta.json").read_text())["frames"] == 2
+    measured = json.loads((tmp_path / "m.json").read_text())
+    assert measured["cpu_seconds"] > 0 and 0.05 < measured["peak_gb"] < 3
