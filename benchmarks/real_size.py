@@ -20,7 +20,8 @@ Parts (`--skip` any):
             the SD UNet, a few frames and steps), `magicprop train --config sd15-256` for --train-steps steps and its
             export, and `magicprop propagate --model EXPORT`; seconds, CPU seconds and peak memory of each. With
             --reuse, a command an earlier call finished (WORK/NAME.result.json) is not run again: its record is
-            reported, marked with when it was made (complete hub folders are always kept).
+            reported, marked with when it was made (complete hub folders are always kept); so are the costs,
+            memory and timed parts' records.
 Before anything that allocates for real, the script waits (up to --max-wait seconds) until MemAvailable is what the
 step needs + 3 GB: the machine may be shared. What it could not run is listed under "not_run" with the reason.
 """
@@ -42,8 +43,8 @@ MARGIN_GB = 3.0
 # GiB each step holds at its peak (CPU, fp32): edit 12.1 measured (3 frames at 512x512); train: 14.6 of tensors (fake
 # tensors: PropDPM + AdamW, VAE and CLIP, batch 1, no EMA) + the process; the others estimated from their weights
 NEEDS_GB = {"edit": 12.5, "train": 16.0, "propagate": 6.0, "hub": 4.5, "timed": 5.0}
-TIMED = ["sd15_unet@512", "propdpm@512", "propdpm@256", "controlnet@512", "vae_encode@512", "vae_decode@512",
-         "vae_decode@256", "clip_vision", "text_encoder", "depth_anything@518"]  # fmt: skip
+TIMED = ["propdpm@256", "sd15_unet@256", "vae_decode@256", "clip_vision", "text_encoder", "depth_anything@518",
+         "controlnet@512", "sd15_unet@512", "propdpm@512", "vae_encode@512", "vae_decode@512"]  # cheapest first  # fmt: skip
 
 
 def mem_available_gb() -> float:
@@ -104,8 +105,14 @@ def time_component(name: str, device: str, dtype: str) -> dict:
 
 
 def part_timed(args) -> tuple[dict, dict]:
+    from real_size_commands import earlier_record
+
     rows, not_run = {}, {}
     for name in TIMED:
+        record = args.work / "timed" / f"{name}-{args.device}-{args.dtype}.result.json"
+        if (earlier := earlier_record(args, record)) is not None:
+            rows[name] = earlier
+            continue
         if (why := wait_for_memory(NEEDS_GB["timed"], args.max_wait, f"timing {name}")) is not None:
             not_run[f"timed {name}"] = why
             continue
@@ -115,8 +122,37 @@ def part_timed(args) -> tuple[dict, dict]:
             not_run[f"timed {name}"] = out.stderr.strip().splitlines()[-1][:300]
             continue
         rows[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(rows[name]))
         print(json.dumps(rows[name]), file=sys.stderr, flush=True)
     return rows, not_run
+
+
+def part_costs() -> dict:
+    rows = costs.cost_table(costs.build("meta"))
+    return {"components": rows, "per_frame": costs.per_frame(rows)}
+
+
+def part_memory() -> dict:
+    memory = {f"inference@{res}": costs.inference_memory(res) for res in (256, 512)}
+    for batch in (1, 8):
+        for ckpt in (False, True):
+            memory[f"train batch {batch}{', checkpointing' if ckpt else ''}"] = costs.training_memory(batch, ckpt)
+    return memory
+
+
+def kept(args, result: dict, part: str, compute) -> dict:
+    """`compute()`, recorded in WORK/PART.result.json; with --reuse, an earlier call's record (when: result["reused"])."""
+    from real_size_commands import earlier_record
+
+    record = args.work / f"{part}.result.json"
+    if (earlier := earlier_record(args, record)) is not None:
+        result.setdefault("reused", {})[part] = earlier.pop("reused")
+        return earlier
+    value = compute()
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(value))
+    return value
 
 
 def part_commands(args) -> tuple[dict, dict]:
@@ -151,9 +187,9 @@ def report(result: dict) -> str:
                   f"| overhead over a plain SD 1.5 UNet call (goal <= 1.05) | {g['overhead_ratio@256']:.3f} | {g['overhead_ratio@512']:.3f} |",
                   f"| ... before caching the reference's keys and values | {g['overhead_ratio_uncached@256']:.3f} | {g['overhead_ratio_uncached@512']:.3f} |",
                   f"| projected frames/s, H100 bf16 at {per['assumed']['utilisation']:.0%} of peak | {p['h100_propdpm_frames_per_s@256']:.1f} | {p['h100_propdpm_frames_per_s@512']:.1f} |"]  # fmt: skip
-        for res in (256, 512):
-            if f"inference@{res}" in mem:
-                lines.append(f"| peak memory propagating, bf16 @{res} (GB) | " + (f"{mem['inference@256']['total']:.1f} | " if res == 256 else "| ") + f"{mem[f'inference@{res}']['total']:.1f} |")  # fmt: skip
+        if "inference@256" in mem and "inference@512" in mem:  # one step of both chains, then one batch of decodes
+            lines.append("| peak memory propagating, bf16, PropDPM + VAE + CLIP resident (GB) | "
+                         f"{mem['inference@256']['total']:.1f} | {mem['inference@512']['total']:.1f} |")  # fmt: skip
     if any(k.startswith("train") for k in mem):
         lines += ["", "| `sd15-256` training step (AdamW fp32, bf16 autocast, raw clips) | GB | with EMA | fits 24 / 40 / 80 GB (with EMA) |",
                   "|---|---|---|---|"]  # fmt: skip
@@ -196,13 +232,9 @@ def main() -> int:
     result: dict = {"device": torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({os.cpu_count()} cores)",
                     "dtype": args.dtype, "torch": torch.__version__, "not_run": {}}  # fmt: skip
     if "costs" not in args.skip:
-        rows = costs.cost_table(costs.build("meta"))
-        result["costs"] = {"components": rows, "per_frame": costs.per_frame(rows)}
+        result["costs"] = kept(args, result, "costs", part_costs)
     if "memory" not in args.skip:
-        result["memory"] = {f"inference@{res}": costs.inference_memory(res) for res in (256, 512)}
-        for batch in (1, 8):
-            for ckpt in (False, True):
-                result["memory"][f"train batch {batch}{', checkpointing' if ckpt else ''}"] = costs.training_memory(batch, ckpt)
+        result["memory"] = kept(args, result, "memory", part_memory)
     if "timed" not in args.skip:
         result["timed"], not_run = part_timed(args)
         result["not_run"].update(not_run)

@@ -21,6 +21,16 @@ TRAIN_OVERRIDES = {"batch_size": 1, "use_ema": False, "num_workers": 0, "warmup_
                    "frames_per_clip": 12, "frame_stride": 4}  # fmt: skip
 
 
+def earlier_record(args, record: Path) -> dict | None:
+    """With --reuse, what an earlier call of the script recorded in `record` (and when, under "reused"); else None,
+    and a stale record is removed so that it cannot outlive a failed rerun."""
+    if args.reuse and record.is_file():
+        stamp = datetime.fromtimestamp(record.stat().st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        return {**json.loads(record.read_text()), "reused": stamp}
+    record.unlink(missing_ok=True)
+    return None
+
+
 def convert(sd15: Path, clip: Path, out: Path) -> Path:
     """PropDPM from the SD UNet, saved as a propagation model whose frozen VAE and CLIP are the hub folders'."""
     from diffusers import UNet2DConditionModel
@@ -53,11 +63,9 @@ def commands(args, run_measured, wait_for_memory, needs: dict) -> tuple[dict, di
         if argv is None:
             return
         record = work / f"{name}.result.json"
-        if args.reuse and record.is_file():  # finished by an earlier call (edit and train take an hour here)
-            stamp = datetime.fromtimestamp(record.stat().st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-            results[name] = {**json.loads(record.read_text()), "reused": stamp}
+        if (earlier := earlier_record(args, record)) is not None:  # edit and train took an hour here
+            results[name] = earlier
             return
-        record.unlink(missing_ok=True)  # a record from an earlier run must not outlive a failed rerun
         if (why := wait_for_memory(needs[need], args.max_wait, name)) is not None:
             not_run[name] = why
             return
