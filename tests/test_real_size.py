@@ -139,3 +139,18 @@ def test_the_dry_run_gives_a_command_its_own_flags(tmp_path):
     assert json.loads((tmp_path / "clip" / "meta.json").read_text())["frames"] == 2
     measured = json.loads((tmp_path / "m.json").read_text())
     assert measured["cpu_seconds"] > 0 and 0.05 < measured["peak_gb"] < 3
+
+
+def test_reuse_keeps_a_record_an_earlier_call_made_and_a_rerun_drops_it(tmp_path):
+    """`real_size.py --reuse` reports what an earlier call finished (edit and train took an hour here), marked with
+    when; without it the old record goes first, so a rerun that fails cannot leave it looking current."""
+    import json
+    from types import SimpleNamespace
+
+    earlier_record = load_benchmark("real_size_commands").earlier_record
+    record = tmp_path / "edit.result.json"
+    record.write_text(json.dumps({"rc": 0, "cpu_seconds": 215.0}))
+    kept = earlier_record(SimpleNamespace(reuse=True), record)
+    assert kept["cpu_seconds"] == 215.0 and kept["reused"].endswith("UTC")
+    assert earlier_record(SimpleNamespace(reuse=False), record) is None and not record.exists()
+    assert earlier_record(SimpleNamespace(reuse=True), record) is None
