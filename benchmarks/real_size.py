@@ -3,7 +3,7 @@ weights, saved in the hub folder layout, and the real commands run on those fold
 what trained ones cost in time and memory; no download is needed.
 
     python benchmarks/real_size.py --json outputs/real_size.json                   # everything, this CPU (fp32)
-    python benchmarks/real_size.py --skip timed commands --json costs.json          # FLOPs and memory only: minutes
+    python benchmarks/real_size.py --skip timed commands --json costs.json          # FLOPs and memory only: 6 CPU minutes
     python benchmarks/real_size.py --skip timed --reuse --json out.json              # edit and train kept from a last call
     python benchmarks/real_size.py --device cuda --dtype bf16 --json gpu.json       # real GPU seconds and memory
 
