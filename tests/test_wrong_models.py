@@ -136,9 +136,12 @@ def test_the_vision_tower_loads_from_a_whole_clip_folder_quietly_and_says_what_i
     from magicprop.hub import load_component
 
     tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
-    config = CLIPConfig(text_config={**tower, "vocab_size": 99}, vision_config={**tower, "image_size": 32, "patch_size": 8,
-                        "projection_dim": 16}, projection_dim=16)  # fmt: skip
+    text = {**tower, "vocab_size": 99, "bos_token_id": 97, "eos_token_id": 98, "pad_token_id": 98}
+    config = CLIPConfig(text_config=text, vision_config={**tower, "image_size": 32, "patch_size": 8, "projection_dim": 16},
+                        projection_dim=16)  # fmt: skip
     CLIPModel(config).save_pretrained(tmp_path)
+    capsys.readouterr()
+    caplog.clear()
     with caplog.at_level(logging.INFO):
         load_component(CLIPVisionModelWithProjection, tmp_path, what="CLIP image encoder", flag="--image-encoder")
     assert "LOAD REPORT" not in capsys.readouterr().err + caplog.text and "text_model" not in caplog.text
