@@ -44,16 +44,10 @@ def build(config: str, device: str, dtype: torch.dtype):
     if config == "tiny":
         vae = AutoencoderKL(**TINY_VAE_CONFIG)
         clip = CLIPVisionModelWithProjection(CLIPVisionConfig(**TINY_CLIP_VISION_CONFIG))
-    else:  # SD 1.5's VAE and CLIP ViT-L/14 shapes
-        vae = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=512,
-            scaling_factor=0.18215,
-        )  # fmt: skip
-        clip = CLIPVisionModelWithProjection(CLIPVisionConfig(
-            hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=224,
-            patch_size=14, projection_dim=768,
-        ))  # fmt: skip
+    else:  # SD 1.5's VAE and CLIP ViT-L/14
+        from magicprop.models import real
+
+        vae, clip = real.sd15_vae(), real.clip_vision_tower()
     cfg = dict(PROPDPM_CONFIGS[config])
     unet = UNet2DConditionModel(
         in_channels=4, out_channels=4, **{k: v for k, v in cfg.items() if k != "sample_size"}, sample_size=cfg["sample_size"]

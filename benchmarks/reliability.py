@@ -1,16 +1,19 @@
-"""Reliability report: the bad-input table, crash-and-resume runs and fuzzing, counted in one run.
+"""Reliability report: the bad-input table, crash-and-resume runs, reruns in other processes and fuzzing, counted in
+one run.
 
 Runs the tests that define them (tests/test_reliability.py, tests/test_crash_resume.py, tests/test_damaged_work.py,
-tests/test_fuzz.py and, unless --no-train, tests/test_training.py's SIGKILL case) under pytest with a small plugin that
-collects each outcome and the properties the tests record, then prints
+tests/test_determinism.py, tests/test_fuzz.py and, unless --no-train, tests/test_training.py's SIGKILL case) under
+pytest with a small plugin that collects each outcome and the properties the tests record, then prints
 
     {"bad_inputs": N, "clean_errors": N, "resumes_identical": N, "resumes_tried": N, "damaged_work": N,
-     "damaged_work_handled": N, "fuzz_cases": N}
+     "damaged_work_handled": N, "reruns_identical": N, "reruns_tried": N, "fuzz_cases": N}
 
 bad_inputs: table cases run (skipped ones, e.g. chmod as root, are listed apart); clean_errors: those handled cleanly
 (the expected exit status, one error line, no traceback, inputs and earlier outputs untouched, no temporary left);
-resumes_*: SIGKILL-then-`--resume` runs tried, and those whose output equals an uninterrupted run's; fuzz_cases: inputs
-the property-based tests tried without finding a crash other than MagicPropError/UsageError; damaged_work: resumes from
+resumes_*: killed-then-`--resume` runs tried, and those whose output equals an uninterrupted run's (made in another
+process); reruns_*: runs repeated in another process (other heap contents and hash seed; PropDPM's under load), and
+those that wrote the same bytes; fuzz_cases: inputs the property-based tests tried without finding a crash other than
+MagicPropError/UsageError; damaged_work: resumes from
 a damaged work folder or checkpoint (a step cut short, emptied, garbled or deleted, a garbage or foreign job.json, a
 damaged newest checkpoint: tests/test_damaged_work.py and the table's `resume_*`/`train_resume_*` cases), and
 damaged_work_handled: those that resumed to the identical result or ended in one clean line.
@@ -30,7 +33,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = ["tests/test_reliability.py", "tests/test_crash_resume.py", "tests/test_damaged_work.py", "tests/test_fuzz.py"]
+FILES = ["tests/test_reliability.py", "tests/test_crash_resume.py", "tests/test_damaged_work.py", "tests/test_determinism.py",
+         "tests/test_fuzz.py"]
 DAMAGED_CASES = ("resume_", "train_resume_")  # names of the bad-input table's damaged-folder cases start so
 TRAIN_RESUME = "tests/test_training.py::test_sigkill_after_first_checkpoint_then_resume_matches"
 
@@ -58,6 +62,7 @@ def summarize(tests: dict[str, dict]) -> dict:
     ran = {n: t for n, t in table.items() if t["outcome"] != "skipped"}
     resumes = {n: t for n, t in tests.items() if "resume" in t["properties"] or n.endswith(TRAIN_RESUME.split("::")[1])}
     resumes = {n: t for n, t in resumes.items() if t["outcome"] != "skipped"}
+    reruns = {n: t for n, t in tests.items() if "rerun" in t["properties"] and t["outcome"] != "skipped"}
     damaged = {n: t for n, t in tests.items() if t["outcome"] != "skipped" and (
         "damaged_work" in t["properties"] or str(t["properties"].get("bad_input", "")).startswith(DAMAGED_CASES))}  # fmt: skip
     return {
@@ -67,6 +72,8 @@ def summarize(tests: dict[str, dict]) -> dict:
         "resumes_tried": len(resumes),
         "damaged_work": len(damaged),
         "damaged_work_handled": sum(t["outcome"] == "passed" for t in damaged.values()),
+        "reruns_identical": sum(t["outcome"] == "passed" for t in reruns.values()),
+        "reruns_tried": len(reruns),
         "fuzz_cases": sum(int(t["properties"].get("fuzz_cases", 0)) for t in tests.values()),
     }
 

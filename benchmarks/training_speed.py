@@ -58,14 +58,11 @@ def build_components(config: str, folder: Path):
                                                                     head_hidden_size=8, reassemble_hidden_size=32, patch_size=14))  # fmt: skip
         depth_input = 70  # 5x5 patches: the depth model stays a small share, as Depth Anything Small is on a GPU
     else:  # SD 1.5's VAE, CLIP ViT-L/14, Depth-Anything-V2-Small
-        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                            up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=512)  # fmt: skip
-        clip = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                                                              num_attention_heads=16, image_size=224, patch_size=14, projection_dim=768))  # fmt: skip
-        backbone = Dinov2Config(image_size=518, patch_size=14, hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
-                                out_features=["stage3", "stage6", "stage9", "stage12"], reshape_hidden_states=False)  # fmt: skip
-        depth = DepthAnythingForDepthEstimation(DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[48, 96, 192, 384]))
-        depth_input = 518
+        from magicprop.models import real
+        from magicprop.models.configs import DEPTH_ANYTHING_INPUT
+
+        vae, clip, depth = real.sd15_vae(), real.clip_vision_tower(), real.depth_anything_small()
+        depth_input = DEPTH_ANYTHING_INPUT
     vae.save_pretrained(folder / "vae")
     clip.save_pretrained(folder / "image_encoder")
     depth.save_pretrained(folder / "depth")

@@ -1,15 +1,16 @@
 """A real SIGKILL in the middle of `magicprop propagate` and `magicprop edit`, then `--resume`: the result equals an
-uninterrupted run's, frame for frame, and only the unfinished propagation steps run again.
+uninterrupted run's in another process, frame for frame, and only the unfinished propagation steps run again.
 
-Outputs are folders of PNGs (lossless), so "equal" is exact. The killed run is a child process with one thread, as the
-in-process runs here are (conftest), so both compute with the same floating-point reduction order.
+Outputs are folders of PNGs (lossless), so "equal" is exact. The killed run and the uninterrupted one are child
+processes with one thread, as the in-process resumed runs are (conftest), so all compute with the same floating-point
+reduction order; the uninterrupted one also with other heap contents and hash seed (tests/other_process.py).
 `magicprop train` is covered the same way by tests/test_training.py::test_sigkill_after_first_checkpoint_then_resume_matches.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -19,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from badinputs import frames_of, make_workspace
+from other_process import ENV, run_cli
 
 import magicprop.propagation.propdpm.sampling
 from magicprop.cli import main
 from magicprop.video import load_image, read_video, save_image, write_video
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 FRAMES = 12  # keyframe 0: one chain of 11 steps
 STEPS = 40  # denoising steps per frame: long enough (a few seconds) to be killed midway
 
@@ -84,7 +85,7 @@ def test_propagate_killed_then_resumed_matches(ws, tmp_path, monkeypatch, caplog
     argv = ["propagate", ws.clip, "--keyframe-image", ws.key, "--keyframe-index", "0", *ws.stage2()]
     argv[argv.index("--steps") + 1] = str(STEPS)
     reference, out = tmp_path / "reference", tmp_path / "resumed"
-    assert main([*map(str, argv), "-o", str(reference)]) == 0
+    run_cli([*argv, "-o", reference])
 
     done = kill_after_first_step([*argv, "-o", out], out, FRAMES - 1, tmp_path / "killed.log")
     with caplog.at_level(logging.INFO):
@@ -104,12 +105,29 @@ def test_edit_killed_then_resumed_matches(ws, tmp_path, monkeypatch, caplog, rec
             "--propagation-steps", str(STEPS), "--base-model", sd, "--controlnet", controlnet,
             "--model", ws.model, "--depth-model", ws.depth]  # fmt: skip
     reference, out = tmp_path / "reference", tmp_path / "resumed"
-    assert main([*map(str, argv), "-o", str(reference)]) == 0
+    run_cli([*argv, "-o", reference])
 
     done = kill_after_first_step([*argv, "-o", out], out, FRAMES - 1, tmp_path / "killed.log")
     with caplog.at_level(logging.INFO):
         redone = resume_counting_steps([*argv, "-o", out], monkeypatch)
     assert redone == FRAMES - 1 - done, (done, redone)
     assert "reusing the edited keyframe" in caplog.text  # stage I is not painted again
+    assert_same_result(out, reference)
+    record_property("identical", True)
+
+
+def test_plain_command_killed_then_resumed_keeps_its_seed(ws, tmp_path, monkeypatch, caplog, record_property):
+    """No --seed: the killed run drew one; `--resume` alone continues with it and equals a run given that seed."""
+    record_property("resume", "propagate_without_seed")
+    argv = ["propagate", ws.clip, "--keyframe-image", ws.key, "--keyframe-index", "0", *ws.stage2()]
+    argv[argv.index("--steps") + 1] = str(STEPS)
+    del argv[argv.index("--seed") : argv.index("--seed") + 2]
+    out, reference = tmp_path / "resumed", tmp_path / "reference"
+    done = kill_after_first_step([*argv, "-o", out], out, FRAMES - 1, tmp_path / "killed.log")
+    seed = json.loads((Path(f"{out}.magicprop-work") / "propagation" / "job.json").read_text())["seed"]
+    with caplog.at_level(logging.INFO):
+        assert resume_counting_steps([*argv, "-o", out], monkeypatch) == FRAMES - 1 - done
+    assert f"resuming with seed {seed}, the seed the killed run recorded" in caplog.text
+    run_cli([*argv, "--seed", seed, "-o", reference])
     assert_same_result(out, reference)
     record_property("identical", True)

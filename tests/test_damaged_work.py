@@ -3,7 +3,8 @@ also after a saved piece was cut short, emptied, garbled or deleted; a foreign o
 line. (The same damage through the CLI, and a damaged training checkpoint, are cases of tests/badinput_cases.py.)
 
 Kills here are an exception raised from the progress callback after N frames (the web UI's Cancel works the same way:
-finished work stays saved); tests/test_crash_resume.py does a real SIGKILL of the CLI.
+finished work stays saved); tests/test_crash_resume.py does a real SIGKILL of the CLI. The uninterrupted runs resumed
+runs are compared with are made in another process (tests/other_process.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from fixtures import get_dummy_propagation_models
+from other_process import run_python
 
 import magicprop.propagation.propdpm.sampling as sampling
 from magicprop.errors import UsageError
@@ -39,6 +41,22 @@ def models():
 @pytest.fixture(scope="module")
 def clip():
     return render_clip(3, frames=T, size=(32, 48))
+
+
+RESUMED = ["propdpm", "hybrid", "flow", "copy"]
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory) -> dict[str, np.ndarray]:
+    """Every resumed propagator's uninterrupted frames, (T, H, W, 3) each, computed in another process."""
+    path = tmp_path_factory.mktemp("references") / "frames.npz"
+    run_python(
+        "import numpy as np\nfrom fixtures import get_dummy_propagation_models\nfrom magicprop.synthetic import render_clip\n"
+        "from test_damaged_work import run, T\nclip, models = render_clip(3, frames=T, size=(32, 48)), get_dummy_propagation_models()\n"
+        f"np.savez({str(path)!r}, **{{name: np.stack(run(name, clip, models)) for name in {RESUMED!r}}})\n"
+    )  # fmt: skip
+    with np.load(path) as saved:
+        return {name: saved[name] for name in RESUMED}
 
 
 def run(name, clip, models, work=None, *, resume=False, kill_at=None) -> list[np.ndarray]:
@@ -105,10 +123,10 @@ def test_a_damaged_piece_is_named_never_loaded(tmp_path, kind):
 # ---------------------------------------------------------------------------------------------------------------------
 # Kill and resume, every propagator
 # ---------------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["propdpm", "hybrid", "flow", "copy"])
-def test_every_propagator_killed_midway_resumes_to_identical_frames(name, clip, models, tmp_path, record_property):
+@pytest.mark.parametrize("name", RESUMED)
+def test_every_propagator_killed_midway_resumes_to_identical_frames(name, clip, models, references, tmp_path, record_property):
     record_property("resume", f"registry_{name}")
-    reference = run(name, clip, models)
+    reference = references[name]
     work = tmp_path / "work"
     with pytest.raises(Killed):
         run(name, clip, models, work, kill_at=3)
@@ -148,9 +166,10 @@ STEP_DAMAGE = [("propdpm", kind) for kind in [*DAMAGE, "deleted_middle"]] + [("h
 
 
 @pytest.mark.parametrize("name,kind", STEP_DAMAGE, ids=[f"{n}-{k}" for n, k in STEP_DAMAGE])
-def test_damaged_step_is_redone_from_the_last_good_one(name, kind, clip, models, tmp_path, monkeypatch, caplog, record_property):
+def test_damaged_step_is_redone_from_the_last_good_one(name, kind, clip, models, references, tmp_path, monkeypatch, caplog,
+                                                       record_property):  # fmt: skip
     record_property("damaged_work", f"{name}_{kind}")
-    reference = run(name, clip, models)
+    reference = references[name]
     work = tmp_path / "work"
     with pytest.raises(Killed):
         run(name, clip, models, work, kill_at=4)  # steps 1..4 saved
@@ -167,8 +186,8 @@ def test_damaged_step_is_redone_from_the_last_good_one(name, kind, clip, models,
     record_property("identical", True)
 
 
-def test_damaged_first_step_redoes_from_the_keyframe(clip, models, tmp_path, caplog):
-    reference = run("propdpm", clip, models)
+def test_damaged_first_step_redoes_from_the_keyframe(clip, models, references, tmp_path, caplog):
+    reference = references["propdpm"]
     work = tmp_path / "work"
     with pytest.raises(Killed):
         run("propdpm", clip, models, work, kill_at=3)

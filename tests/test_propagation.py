@@ -58,9 +58,9 @@ def test_guidance_runs_one_batched_forward_and_changes_output(models, monkeypatc
     batch_sizes = []
     original = type(models.propdpm).forward
 
-    def spy(self, sample, timestep, conditioning):
+    def spy(self, sample, timestep, conditioning, *cache):
         batch_sizes.append(sample.shape[0])
-        return original(self, sample, timestep, conditioning)
+        return original(self, sample, timestep, conditioning, *cache)
 
     monkeypatch.setattr(type(models.propdpm), "forward", spy)
     guided = propagate(models, depth, key, 2, PropagationSettings(num_inference_steps=2, guidance_scale=3.0, seed=3), progress=False)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .errors import MagicPropError, UsageError
-from .hub import load_component
+from .hub import check_sd1_folder, load_component
 from .models.configs import DEFAULT_IDS
 from .video import fit_image, resize_frames
 
@@ -194,6 +194,8 @@ class ControlNetDepthEditor:
         base = dict(id_or_path=base_model, flag="--base-model", allow_pickle=allow_pickle)
         # Cheap parts first: a wrong id fails before gigabytes of weights are read. The scheduler's config goes first of
         # all: offline, a tokenizer missing from the cache can load "successfully" with an empty vocabulary.
+        check_sd1_folder(base_model, "--base-model")  # SD 2.x / SDXL named in one line, before any weight is read
+        check_sd1_folder(controlnet, "--controlnet", subfolder=None)
         sched = load_component(schedulers[scheduler], **base, what="SD scheduler", subfolder="scheduler")
         tokenizer = load_component(CLIPTokenizer, **base, what="SD tokenizer", subfolder="tokenizer")
         check_tokenizer(tokenizer, str(base_model), "--base-model")

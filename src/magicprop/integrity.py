@@ -169,6 +169,20 @@ def open_work_folder(work_dir: Path, fingerprint: dict, resume: bool, subfolders
     return False
 
 
+def recorded_seed(work_dir: Path) -> int | None:
+    """The seed a killed run drew, from the records of its seeded work (PropDPM's job.json files, stage I's
+    keyframe.json); None when nothing it saved depends on a seed (a weight-free propagator of a keyframe you gave)."""
+    records = [work_dir / "keyframe.json", *sorted(work_dir.rglob("job.json"))] if work_dir.is_dir() else []
+    for record in records:
+        try:
+            seed = json.loads(record.read_text(encoding="utf-8")).get("seed")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            continue  # a damaged record: the resumed run reports it where it reads it
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            return seed
+    return None
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Folders of files written by other code (training checkpoints)
 # ---------------------------------------------------------------------------------------------------------------------

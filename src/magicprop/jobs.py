@@ -32,6 +32,7 @@ import numpy as np
 from .errors import UsageError, first_line
 from .fileio import atomic_write_json, check_output_path, expand_user, natural_key, remove_stale_temporaries, require_file
 from .hub import DEFAULT_IDS
+from .integrity import recorded_seed
 from .propagation import resolve
 
 logger = logging.getLogger(__name__)
@@ -239,7 +240,7 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
     for path in (outputs.video, outputs.keyframe, outputs.comparison, outputs.json):
         check_output_path(path, *inputs)
         remove_stale_temporaries(path)  # what a killed earlier run of this job was writing
-    seed = job.seed if job.seed is not None else int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+    seed = job_seed(job, outputs.work)
 
     # 2. Load every model this job needs (a missing one fails here, in one line)
     pipe = (cache or PipelineCache()).get(job)
@@ -310,6 +311,18 @@ def comparison_size(size: tuple[int, int], max_height: int = 720) -> tuple[int, 
     if h <= max_height:
         return (h, w)
     return (max_height, max(1, round(w * max_height / h)))
+
+
+def job_seed(job: EditJob, work: Path) -> int:
+    """--seed; else, with --resume, the seed the killed run recorded in its work folder (said in one line), so the
+    command given the first time resumes as it is; else a new one (OUT.json records it)."""
+    if job.seed is not None:
+        return job.seed
+    recorded = recorded_seed(work) if job.resume else None
+    if recorded is None:
+        return int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+    logger.info("resuming with seed %d, the seed the killed run recorded in %s", recorded, work)
+    return recorded
 
 
 def keyframe_files(folder: str | Path) -> dict[int, Path]:

@@ -421,7 +421,9 @@ class MagicPropPipeline:
 
     def _stage_one(self, frame, depth_map, k: int, user_image, edit_args: dict, seed: int, generator, work_dir, resume) -> np.ndarray:
         """The keyframe edited by SD (a prompt) or fitted from the user's image; cached in the work folder."""
-        stamp = {**edit_args, "mask": digest(edit_args["mask"]), "seed": seed, "keyframe_index": k, "size": list(frame.shape[:2]),
+        # the seed only where it paints the keyframe: a resumed run of your own keyframe may draw another seed
+        stamp = {**edit_args, "mask": digest(edit_args["mask"]), "seed": seed if edit_args["prompt"] else None,
+                 "keyframe_index": k, "size": list(frame.shape[:2]),
                  "frame": digest(frame), "models": [self.model_ids["base_model"], self.model_ids["controlnet"]],
                  "user_image": digest(user_image)}  # fmt: skip
         keyframe = kept_keyframe(work_dir, stamp, resume)

@@ -96,7 +96,7 @@ def add_stage2_arguments(p: argparse.ArgumentParser, *, aliases: bool = False) -
     r.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=S, help="default: fp16 on CUDA, fp32 elsewhere")
     r.add_argument("--cpu-offload", action="store_true", default=S, help="keep models on the CPU until their turn (small GPUs)")
     r.add_argument("--allow-pickle", action="store_true", default=S, help="let .bin/.ckpt weights load (only for files you trust)")
-    r.add_argument("--resume", action="store_true", default=S, help="continue a killed run from OUT.mp4.magicprop-work/")
+    r.add_argument("--resume", action="store_true", default=S, help="continue a killed run from OUT.mp4.magicprop-work/ (without --seed: with the seed it recorded)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -20,7 +20,7 @@ import torch
 
 from ..errors import UsageError
 from ..fileio import atomic_write_json, expand_user
-from ..hub import load_component
+from ..hub import load_component, saved_dtype
 from .propdpm import PropDPM
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,10 @@ class PropagationModels:
         sched_file = root / "scheduler" / "scheduler_config.json"
         scheduler_config = json.loads(sched_file.read_text()) if sched_file.is_file() else {}
         models = cls(propdpm, vae, image_encoder, scheduler_config, card, str(root))
+        half = saved_dtype(root / "propdpm") in ("F16", "BF16")
+        if half and dtype is None:  # every part loads in float32 (hub.load_component); the caller casts, or not
+            logger.info("%s holds half-precision weights; they run in float32 unless a dtype is given (--dtype fp16/bf16 "
+                        "on a GPU)", root)  # fmt: skip
         return models.eval().to(device=device, dtype=dtype)
 
     def save_pretrained(self, path: str | Path, *, card: dict | None = None, reference_components: dict | None = None):

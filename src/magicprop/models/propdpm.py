@@ -45,7 +45,9 @@ from diffusers import UNet2DConditionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
+from ..hub import check_sd1
 from .adapter import AppearanceAdapter
+from .attention import ReferenceAttnProcessor, ReferenceKV, cache_reference
 from .configs import propdpm_config
 
 logger = logging.getLogger(__name__)
@@ -231,6 +233,8 @@ class PropDPM(ModelMixin, ConfigMixin):
             torch.nn.init.zeros_(self.unet.class_embedding.linear_2.weight)
             torch.nn.init.zeros_(self.unet.class_embedding.linear_2.bias)
         self.adapter = AppearanceAdapter(cross_attention_dim, latent_channels, use_vae=reference_mode == "clip+vae")
+        # reads the reference's keys and values from a per-clip cache at inference (`cache_reference`)
+        self.unet.set_attn_processor(ReferenceAttnProcessor())
 
     @property
     def num_input_channels(self) -> int:
@@ -255,10 +259,13 @@ class PropDPM(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_stable_diffusion(cls, unet: UNet2DConditionModel, **overrides) -> "PropDPM":
-        """Initialise from an SD 1.5 UNet: copy every weight, grow conv_in from 4 to 10 (or more) channels with zeros.
+        """Initialise from an SD 1.5 UNet: take every weight, grow conv_in from 4 to 10 (or more) channels with zeros.
 
         The new input channels start at zero, so the converted model gives exactly the SD UNet's output whatever the
-        conditions are, and training starts from SD's prior (DiT's zero-init idea). The adaptor is new and random.
+        conditions are, and training starts from SD's prior (DiT's zero-init idea). The adaptor (and the level
+        embedding) are new and random. The UNet's tensors are taken, not copied: at SD 1.5's size a copy is 3.4 GB more
+        at the moment of conversion, so PropDPM shares them with `unet` (which is of no further use: training updates
+        them in place; pass a deep copy to keep it).
         """
         cfg = unet.config
         if cfg.in_channels != 4 or cfg.out_channels != 4:
@@ -268,7 +275,8 @@ class PropDPM(ModelMixin, ConfigMixin):
                 f"the UNet has {cfg.in_channels} input / {cfg.out_channels} output channels, not SD 1.5's 4/4; "
                 "pass a Stable Diffusion 1.x model (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5)"
             )
-        model = cls(
+        check_sd1(dict(cfg), "the UNet")
+        kwargs = dict(
             sample_size=cfg.sample_size,
             latent_channels=cfg.in_channels,
             block_out_channels=tuple(cfg.block_out_channels),
@@ -280,26 +288,39 @@ class PropDPM(ModelMixin, ConfigMixin):
             norm_num_groups=cfg.norm_num_groups,
             **overrides,
         )
-        model.to(dtype=unet.dtype)
-        source = unet.state_dict()
-        target = model.unet.state_dict()
-        copied = 0
+        device = next(unet.parameters()).device
+        with torch.device("meta"):  # the UNet's weights come from SD: building them randomly first would be wasted
+            model = cls(**kwargs)
+        with torch.device(device):
+            model.adapter = AppearanceAdapter(model.config.cross_attention_dim, model.config.latent_channels,
+                                              use_vae=model.config.reference_mode == "clip+vae")  # fmt: skip
+        source, target = unet.state_dict(), model.unet.state_dict()
+        taken = {}
         for key, value in source.items():
             if key not in target:
                 logger.warning("PropDPM.from_stable_diffusion: skipped %s (not in PropDPM)", key)
                 continue
             if key == "conv_in.weight":
-                grown = torch.zeros_like(target[key])  # (320, 10 [+4] [+5], 3, 3): zeros for the new channels
-                grown[:, : value.shape[1]] = value
+                grown = torch.zeros(target[key].shape, dtype=value.dtype, device=value.device)  # (320, 10 [+4] [+5], 3, 3)
+                grown[:, : value.shape[1]] = value  # zeros for the new channels
                 value = grown
             if target[key].shape != value.shape:
                 raise ValueError(f"shape mismatch for {key}: SD {tuple(value.shape)} vs PropDPM {tuple(target[key].shape)}")
-            target[key] = value
-            copied += 1
-        model.unet.load_state_dict(target)
-        missing = set(target) - set(source)
-        logger.info("PropDPM.from_stable_diffusion: copied %d tensors, %d new in the UNet", copied, len(missing))
+            taken[key] = value
+        model.unet.load_state_dict(taken, strict=False, assign=True)
+        new = _materialise(model.unet, device)  # what SD has no weights for (the level embedding), initialised here
+        if model.config.get("context_level_embedding", False):
+            torch.nn.init.zeros_(model.unet.class_embedding.linear_2.weight)
+            torch.nn.init.zeros_(model.unet.class_embedding.linear_2.bias)
+        if model.dtype != unet.dtype:  # a cast that changes nothing still makes diffusers warn
+            model.to(dtype=unet.dtype)
+        logger.info("PropDPM.from_stable_diffusion: took %d tensors, %d new in the UNet", len(taken), new)
         return model
+
+    def cache_reference(self, reference_tokens: torch.Tensor) -> ReferenceKV:
+        """Keys and values of reference tokens (R, N, C) in every cross-attention layer, for `forward(reference_kv=)`:
+        computed once per clip, not at every step of every frame."""
+        return cache_reference(self.unet, reference_tokens.to(self.dtype))
 
     def encode_reference(
         self, clip_tokens: torch.Tensor, reference_latent: torch.Tensor, drop: torch.Tensor | None = None
@@ -317,9 +338,11 @@ class PropDPM(ModelMixin, ConfigMixin):
         return self.adapter(clip_tokens, reference_latent)  # (B, 1 + h/2 * w/2, C)
 
     def forward(
-        self, sample: torch.Tensor, timestep: torch.Tensor | int, conditioning: PropConditioning
+        self, sample: torch.Tensor, timestep: torch.Tensor | int, conditioning: PropConditioning,
+        reference_kv: ReferenceKV | None = None,
     ) -> torch.Tensor:
-        """sample (B, 4, h, w) noisy latent -> (B, 4, h, w) prediction (v for our schedulers)."""
+        """sample (B, 4, h, w) noisy latent -> (B, 4, h, w) prediction (v for our schedulers). `reference_kv`: the
+        reference tokens' keys and values from `cache_reference`, selected for this batch's samples."""
         x = torch.cat([sample, conditioning.spatial.to(sample.dtype)], dim=1)  # (B, 10 [+4] [+5], h, w)
         if x.shape[1] != self.num_input_channels:
             from ..errors import UsageError
@@ -337,4 +360,16 @@ class PropDPM(ModelMixin, ConfigMixin):
         if self.config.get("context_level_embedding", False):  # the level on the timestep scale (0..1000)
             level = conditioning.context_level if conditioning.context_level is not None else torch.zeros(x.shape[0])
             levels = (level.to(x.device, torch.float32) * 1000).expand(x.shape[0])
-        return self.unet(x, timestep, encoder_hidden_states=tokens, class_labels=levels).sample
+        kwargs = None if reference_kv is None else {"reference_kv": reference_kv}
+        return self.unet(x, timestep, encoder_hidden_states=tokens, class_labels=levels, cross_attention_kwargs=kwargs).sample
+
+
+def _materialise(module: torch.nn.Module, device) -> int:
+    """Give the parameters still on the meta device real memory and their module's own initialisation; their count."""
+    count = 0
+    for sub in module.modules():
+        if any(p.is_meta for p in sub.parameters(recurse=False)):
+            sub.to_empty(device=device, recurse=False)
+            sub.reset_parameters()
+            count += sum(1 for _ in sub.parameters(recurse=False))
+    return count

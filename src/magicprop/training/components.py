@@ -17,7 +17,7 @@ import torch
 
 from ..errors import UsageError
 from ..fileio import expand_user
-from ..hub import load_component
+from ..hub import check_sd1, load_component
 from ..models.bundle import EMBEDDED_TINY
 from ..models.encoders import vae_scale_factor
 from ..models.propdpm import PropDPM
@@ -51,6 +51,7 @@ def pretrained_kind(pretrained: str) -> str:
             "stable-diffusion-v1-5/stable-diffusion-v1-5 has)"
         )
     config = json.loads(unet_config.read_text())
+    check_sd1(config, f"--pretrained {pretrained}", "--pretrained")  # SD 2.x / SDXL: named before gigabytes are read
     if config.get("_class_name") != "UNet2DConditionModel" or config.get("in_channels") != 4:
         raise UsageError(
             f"--pretrained {pretrained}: unet/ holds a {config.get('_class_name')} with {config.get('in_channels')} input "

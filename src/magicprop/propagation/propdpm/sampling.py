@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from ...errors import UsageError
 from ...models.bundle import PropagationModels
 from ...models.encoders import clip_image_tokens, images_to_tensor, tensor_to_images, vae_decode, vae_encode, vae_scale_factor
+from ...models.attention import ReferenceKV
 from ...models.propdpm import PropConditioning, PropDPM, assemble_conditioning
 from ...motion.flow import optical_flow
 from ...schedulers import scheduler_from_config
@@ -154,6 +155,8 @@ def propagate_latents(
     null = None
     if do_cfg:  # the unconditional branch reads the null reference that training drops to
         null = models.propdpm.encode_reference(clip_tokens, key_latent, drop=torch.ones(1, dtype=torch.bool, device=device))
+    # the reference's keys and values in every cross-attention layer, once per clip (not at every step of every frame)
+    reference_kv = models.propdpm.cache_reference(reference if null is None else torch.cat([reference, null]))
     depth_grid = torch.nn.functional.interpolate(
         torch.from_numpy(depth.astype(np.float32))[:, None], size=latent_size, mode="area"
     ).to(device, dtype)  # (T, 1, h, w): resized once, every step reads it
@@ -216,7 +219,7 @@ def propagate_latents(
             if do_cfg:  # the unconditional branch: the null reference's tokens and no anchored keyframe, as in training
                 drop = torch.ones(len(targets), dtype=torch.bool, device=device)
                 null_cond = assemble_conditioning(reference_tokens=null, drop_reference=drop, **inputs)
-            latents = denoise(models, scheduler, noise, cond, settings, null_cond)
+            latents = denoise(models, scheduler, noise, cond, settings, null_cond, reference_kv)
             fused = None
             if fusion is not None:
                 fused = fusion(tensor_to_images(vae_decode(models.vae, latents)), [shown[d] for d in chains], targets,
@@ -238,18 +241,21 @@ def propagate_latents(
 
 
 def denoise(models, scheduler, latents, cond: PropConditioning, settings: PropagationSettings,
-            null_cond: PropConditioning | None = None) -> torch.Tensor:  # fmt: skip
+            null_cond: PropConditioning | None = None, reference_kv: ReferenceKV | None = None) -> torch.Tensor:  # fmt: skip
     """The sampling loop for one batch of frames (`sample_latents` with the run's settings)."""
     return sample_latents(models.propdpm, scheduler, latents, cond, settings.num_inference_steps, settings.guidance_scale,
-                          null_cond)  # fmt: skip
+                          null_cond, reference_kv)  # fmt: skip
 
 
 def sample_latents(propdpm: PropDPM, scheduler, latents: torch.Tensor, cond: PropConditioning, num_inference_steps: int,
-                   guidance_scale: float = 1.0, null_cond: PropConditioning | None = None) -> torch.Tensor:  # fmt: skip
+                   guidance_scale: float = 1.0, null_cond: PropConditioning | None = None,
+                   reference_kv: ReferenceKV | None = None) -> torch.Tensor:  # fmt: skip
     """The scheduler's reverse process from the noise `latents` (Ho et al. 2020 / Song et al. 2021, v-prediction), with
     classifier-free guidance on the reference (Ho & Salimans 2022, pred = null + s (cond - null)) in one batched forward
     when `null_cond` (the conditioning with the reference dropped) is given. Returns the frames' latents (for residual
-    models: the sample added to the warped previous latent). Sampling and self-rollout training both run it."""
+    models: the sample added to the warped previous latent). Sampling and self-rollout training both run it.
+    `reference_kv`: `PropDPM.cache_reference` of the reference tokens (and, with guidance, the null reference's after
+    them), so no step projects them again."""
     scheduler.set_timesteps(num_inference_steps, device=latents.device)
     latents = latents * scheduler.init_noise_sigma
     model_cond = cond
@@ -261,10 +267,13 @@ def sample_latents(propdpm: PropDPM, scheduler, latents: torch.Tensor, cond: Pro
             reference_tokens=torch.cat([cond.reference_tokens.expand(b, -1, -1), null_cond.reference_tokens.expand(b, -1, -1)]),
             context_level=levels,
         )
+    if reference_kv is not None:  # which cached row each sample reads: the reference, then the null reference
+        b = latents.shape[0]
+        reference_kv = reference_kv.select(None if null_cond is None else [0] * b + [1] * b)
     for t in scheduler.timesteps:
         x = torch.cat([latents, latents]) if null_cond is not None else latents
         x = scheduler.scale_model_input(x, t)
-        pred = propdpm(x, t, model_cond)
+        pred = propdpm(x, t, model_cond, reference_kv)
         if null_cond is not None:
             pred_cond, pred_null = pred.chunk(2)
             pred = pred_null + guidance_scale * (pred_cond - pred_null)
@@ -280,12 +289,13 @@ def decode_steps(
     keyframe: np.ndarray,
     keyframe_index: int,
     *,
-    batch_size: int = 8,
+    batch_size: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield every frame in order, uint8 (H, W, 3): the keyframe itself at its index, fused frames as they were kept,
-    the rest decoded in batches."""
+    the rest decoded in batches (of `decode_batch_size` frames unless `batch_size` is given)."""
     num_frames = len(where) + 1
     k = keyframe_index % num_frames
+    batch_size = batch_size or decode_batch_size(*keyframe.shape[:2])
     for start in range(0, num_frames, batch_size):
         indices = list(range(start, min(start + batch_size, num_frames)))
         steps: dict[int, list[int]] = {}
@@ -308,6 +318,13 @@ def decode_steps(
             yield keyframe if t == k else decoded[t]
 
 
+def decode_batch_size(height: int, width: int, pixels: int = 8 * 256 * 256) -> int:
+    """Frames decoded at once: 8 up to 256x256, fewer above, so a batch holds at most `pixels`. SD's VAE decoder keeps
+    about 0.38 GB of activations per 256x256 frame in bf16 (fake-tensor measurement, benchmarks/real_size.py): a
+    batch of 8 frames at 512x512 held 3.0 GB of activations, more than PropDPM's weights, for no gain in FLOPs."""
+    return max(1, min(8, pixels // (height * width)))
+
+
 def propagate(
     models: PropagationModels,
     depth: np.ndarray,
@@ -318,7 +335,7 @@ def propagate(
     work_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     callback: Callable[[int, int], None] | None = None,
     video: np.ndarray | None = None,
     fusion: FusionStep | None = None,
