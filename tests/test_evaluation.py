@@ -76,14 +76,17 @@ def _noisy(clip: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
 
 
 def test_flicker_is_zero_for_the_truth_and_grows_with_per_frame_noise(edited, source):
-    assert temporal_flicker(edited, edited).tolist() == [0.0] * (FRAMES - 1)
+    assert temporal_flicker(edited, edited, source).tolist() == [0.0] * (FRAMES - 1)
     steady_offset = edited + np.uint8(10)  # steadily off: wrong, but it does not flicker
-    assert temporal_flicker(steady_offset, edited).max() == 0.0
+    assert temporal_flicker(steady_offset, edited, source).max() < 1e-6
+    moved = np.roll(edited, 1, axis=2)  # a texture misplaced by a pixel but moving with the footage: still steady
+    assert temporal_flicker(moved, edited, source).max() < 0.2 * warp_error(_noisy(edited, 8), source).min()
     scores = [score_against_truth(_noisy(edited, sigma), edited, source, 0) for sigma in (0, 2, 8)]
     assert scores[0]["flicker"] == 0.0 and scores[0]["warp_excess"] == 0.0  # sigma 0: the truth itself
     assert 0 < scores[1]["flicker"] < scores[2]["flicker"] and 0 < scores[1]["warp_excess"] < scores[2]["warp_excess"]
-    # independent noise in two frames: E|n1 - n2| = 2 sigma / sqrt(pi) (a normal of variance 2 sigma^2), in [0, 1] units
-    np.testing.assert_allclose(scores[2]["flicker"], 2 * 8 / np.sqrt(np.pi) / 255, rtol=0.05)
+    # independent noise in two frames: E|n1 - n2| ~ 2 sigma / sqrt(pi) (a normal of variance 2 sigma^2; the warp's
+    # bilinear averaging of the earlier frame's noise lowers it a little), in [0, 1] units
+    np.testing.assert_allclose(scores[2]["flicker"], 2 * 8 / np.sqrt(np.pi) / 255, rtol=0.15)
 
 
 def test_warp_errors_share_the_flows_and_match_warp_error_clip_by_clip(edited, source):
