@@ -36,6 +36,7 @@ class FillRequest:
     carried: np.ndarray  # the previous output carried to frame t along the source's flow
     appearance: "LocalAffine | None" = None  # the keyframe pair's local affine model (`appearance`), when in use
     keyframe: int = 0  # the frame index of `style`
+    blended: bool = False  # the estimate blends two keyframes' warps (a frame between two keyframes)
     # per-keyframe constants a fill function may keep for the length of one render (None: keep nothing)
     keyframe_cache: "KeyframeCache | None" = None
 
@@ -67,21 +68,34 @@ def colour_fill(request: FillRequest) -> np.ndarray:
 
 class PatchFill:
     """Guided patch synthesis of the pixels to fill (`patches.synthesize`, or a function with its signature, which also
-    gets `appearance=(base, gain, colours)` when the keyframe pair's local affine model is in use)."""
+    gets `appearance=(base, gain, colours)` when the keyframe pair's local affine model is in use).
+
+    Once more than `whole_frame` of a frame is to fill, the whole frame is synthesised under the guides, as EbSynth
+    does, instead of only the pixels the keyframe cannot explain: the patches then also re-draw what the warp carries,
+    from keyframe patches whose source looks like frame t's (the anchored map still steers them, as the position
+    guide). The default, 0, does so whenever anything is to fill: on real clips with exact ground truth (256 px, 32
+    frames, keyframe 0) it measured better than filling only the holes on 22 of 24 cases (7 clips; +0.43 dB on the
+    cartoon edit of dog, flamingo and breakdance, up to +1.9 dB; the two others within 0.03 dB), the pixels the keyframe
+    explains included (+0.6 to +1.2 dB there: a warped stroke drawn for another frame's content is what the truth
+    does not show), with less flicker on the stylisations; 0.3 and 0.5 sat in between. 1 fills only the holes. Not
+    between two keyframes: the estimate there holds both keyframes' warps, and a synthesis from the nearer one alone
+    would drop what only the other shows."""
 
     needs_map = True
 
     def __init__(self, synthesize: Callable[..., np.ndarray] | None = None, *, patch_size: int = 5,
-                 weights: "GuideWeights | None" = None):  # fmt: skip
+                 weights: "GuideWeights | None" = None, whole_frame: float = 0.0):  # fmt: skip
         if synthesize is None:
             from .patches import synthesize  # ImportError tells the caller that patch synthesis is not available
         self.synthesize, self.patch_size, self.weights = synthesize, patch_size, weights or GuideWeights()
+        self.whole_frame = whole_frame
 
     @property
     def name(self) -> str:
-        """What the work folder's fingerprint records: the synthesiser, the patch size and the guide weights."""
+        """What the work folder's fingerprint records: the synthesiser, the patch size, the guide weights and when and
+        how the whole frame is synthesised."""
         where = f"{getattr(self.synthesize, '__module__', '?')}.{getattr(self.synthesize, '__qualname__', '?')}"
-        return f"patches:{where}:{self.patch_size}:{self.weights}"
+        return f"patches:{where}:{self.patch_size}:{self.weights}:{self.whole_frame}"
 
     def __call__(self, request: FillRequest) -> np.ndarray:
         # the keyframe's side is the same for every frame of a render: built once per keyframe (~10 ms at 512x512)
@@ -93,7 +107,10 @@ class PatchFill:
         extra = {}
         if request.appearance is not None:  # patches bring the edit's response to colour, not the keyframe's colours
             extra["appearance"] = (request.appearance.base, request.appearance.gain, request.source_frame)
-        return self.synthesize(request.style, source_guide, target_guide, request.fill, request.estimate,
+        fill = request.fill
+        if not request.blended and fill.mean() > self.whole_frame:
+            fill = np.ones_like(fill)
+        return self.synthesize(request.style, source_guide, target_guide, fill, request.estimate,
                                patch_size=self.patch_size, guide_weights=weights, **extra)  # fmt: skip
 
 

@@ -264,7 +264,7 @@ class _Run:
         if self.p.fill is colour_fill:
             return estimate
         request = FillRequest(t, source[t], ~valid, estimate, self.request.keyframes[k], source[k], map_, carry.full(),
-                              self.model(k), keyframe=k, keyframe_cache=self.cache)  # fmt: skip
+                              self.model(k), keyframe=k, keyframe_cache=self.cache, blended=pair is not None)  # fmt: skip
         return self.p.fill(request)
 
 
