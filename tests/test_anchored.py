@@ -241,13 +241,15 @@ def test_a_frame_with_enough_to_fill_is_synthesised_whole_but_not_between_two_ke
     def fractions(whole_frame, keyframes):
         asked.clear()
         request = PropagationRequest(source=source, keyframes=keyframes, progress=False)
-        list(AnchoredFlowPropagator(fill=PatchFill(synthesize, whole_frame=whole_frame))(request))
+        fill = PatchFill(synthesize) if whole_frame is None else PatchFill(synthesize, whole_frame=whole_frame)
+        list(AnchoredFlowPropagator(fill=fill)(request))
         return list(asked)
 
     holes = fractions(1.0, {0: truth[0]})  # never whole: only what the keyframe cannot explain (the entering strips)
     assert len(holes) == FRAMES - 1 and 0 < min(holes) and max(holes) < 0.3
     threshold = sorted(holes)[len(holes) // 2]  # the frames past it are synthesised whole, the others keep the warp
     assert fractions(threshold, {0: truth[0]}) == [1.0 if h > threshold else h for h in holes]
+    assert fractions(None, {0: truth[0]}) == [1.0] * len(holes)  # the default: whole whenever anything is to fill
     between = fractions(0.0, {0: truth[0], FRAMES - 1: truth[FRAMES - 1]})
     assert between and max(between) < 0.3  # two keyframes' warps: only the holes, however small the threshold
 
