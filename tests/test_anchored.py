@@ -228,6 +228,32 @@ def test_fill_is_pluggable_and_patch_synthesis_gets_guides(pan):
     assert s[..., 4:6].min() == 0 and s[..., 4:6].max() == 1
 
 
+def test_a_frame_with_enough_to_fill_is_synthesised_whole_but_not_between_two_keyframes(pan):
+    from magicprop.propagation.flow.fill import PatchFill
+
+    source, truth = pan
+    asked = []
+
+    def synthesize(style, source_guide, target_guide, fill, init, *, patch_size, guide_weights, appearance=None):
+        asked.append(fill.mean())
+        return init
+
+    def fractions(whole_frame, keyframes):
+        asked.clear()
+        request = PropagationRequest(source=source, keyframes=keyframes, progress=False)
+        fill = PatchFill(synthesize) if whole_frame is None else PatchFill(synthesize, whole_frame=whole_frame)
+        list(AnchoredFlowPropagator(fill=fill)(request))
+        return list(asked)
+
+    holes = fractions(1.0, {0: truth[0]})  # never whole: only what the keyframe cannot explain (the entering strips)
+    assert len(holes) == FRAMES - 1 and 0 < min(holes) and max(holes) < 0.3
+    threshold = sorted(holes)[len(holes) // 2]  # the frames past it are synthesised whole, the others keep the warp
+    assert fractions(threshold, {0: truth[0]}) == [1.0 if h > threshold else h for h in holes]
+    assert fractions(None, {0: truth[0]}) == [1.0] * len(holes)  # the default: whole whenever anything is to fill
+    between = fractions(0.0, {0: truth[0], FRAMES - 1: truth[FRAMES - 1]})
+    assert between and max(between) < 0.3  # two keyframes' warps: only the holes, however small the threshold
+
+
 def test_prefetched_flows_are_the_flows_computed_in_place(pan):
     source, _ = pan
     for step in (1, -1):

@@ -12,7 +12,8 @@ import pytest
 import fixtures
 
 from magicprop.errors import MagicPropError, UsageError
-from magicprop.evaluation import PSNR_CAP_DB, ClipScorer, color_shift, evaluate_clip, psnr, ssim, warp_error
+from magicprop.evaluation import (PSNR_CAP_DB, ClipScorer, color_shift, evaluate_clip, psnr, score_against_truth, ssim,
+                                  temporal_flicker, warp_error, warp_errors)
 
 FRAMES, SIZE, STEP = 6, 64, (1, 2)  # a camera pan of 1 px down, 2 px right per frame
 
@@ -66,6 +67,33 @@ def test_flicker_and_a_frozen_clip_have_larger_warp_error(edited, source):
     steady, flickering, still = warp_error(edited, source), warp_error(flicker, source), warp_error(frozen, source)
     np.testing.assert_allclose(flickering, 40 / 255, atol=0.01)  # every valid pixel is off by exactly 40 levels
     assert still.min() > 5 * steady.max()
+
+
+def _noisy(clip: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    """The clip with fresh Gaussian noise on every frame (a result that boils)."""
+    noise = np.random.default_rng(seed).normal(0, sigma, clip.shape)
+    return np.clip(np.rint(clip + noise), 0, 255).astype(np.uint8)
+
+
+def test_flicker_is_zero_for_the_truth_and_grows_with_per_frame_noise(edited, source):
+    assert temporal_flicker(edited, edited, source).tolist() == [0.0] * (FRAMES - 1)
+    steady_offset = edited + np.uint8(10)  # steadily off: wrong, but it does not flicker
+    assert temporal_flicker(steady_offset, edited, source).max() < 1e-6
+    moved = np.roll(edited, 1, axis=2)  # a texture misplaced by a pixel but moving with the footage: still steady
+    assert temporal_flicker(moved, edited, source).max() < 0.2 * warp_error(_noisy(edited, 8), source).min()
+    scores = [score_against_truth(_noisy(edited, sigma), edited, source, 0) for sigma in (0, 2, 8)]
+    assert scores[0]["flicker"] == 0.0 and scores[0]["warp_excess"] == 0.0  # sigma 0: the truth itself
+    assert 0 < scores[1]["flicker"] < scores[2]["flicker"] and 0 < scores[1]["warp_excess"] < scores[2]["warp_excess"]
+    # independent noise in two frames: E|n1 - n2| ~ 2 sigma / sqrt(pi) (a normal of variance 2 sigma^2; the warp's
+    # bilinear averaging of the earlier frame's noise lowers it a little), in [0, 1] units
+    np.testing.assert_allclose(scores[2]["flicker"], 2 * 8 / np.sqrt(np.pi) / 255, rtol=0.15)
+
+
+def test_warp_errors_share_the_flows_and_match_warp_error_clip_by_clip(edited, source):
+    flicker = _noisy(edited, 4)
+    together = warp_errors([edited, flicker], source)
+    np.testing.assert_array_equal(together[0], warp_error(edited, source))
+    np.testing.assert_array_equal(together[1], warp_error(flicker, source))
 
 
 def test_evaluate_clip_reports_every_key_and_none_for_what_it_cannot_compute(edited, source):

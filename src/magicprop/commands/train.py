@@ -114,5 +114,5 @@ def run(args: argparse.Namespace) -> int:
     if summary is not None:  # the main process
         loss = "n/a" if summary["final_loss"] is None else f"{summary['final_loss']:.4f}"
         print(f"trained {summary['steps']} steps on {summary['world_size']} process(es): final loss {loss}, "
-              f"{summary['samples_per_s']:.1f} samples/s, {summary['skipped_videos']} videos skipped; model in {summary['final']}")  # fmt: skip
+              f"{summary['samples_per_s']:.3g} samples/s, {summary['skipped_videos']} videos skipped; model in {summary['final']}")  # fmt: skip
     return 0

@@ -3,9 +3,10 @@ benchmarks (`ground_truth`), and CLIP scores (`clip_score`, which loads torch an
 
 from .clip_score import DEFAULT_CLIP_MODEL, ClipScorer
 from .ground_truth import score_against_truth, sharpness
-from .metrics import PER_FRAME_KEYS, PSNR_CAP_DB, color_shift, evaluate_clip, format_metrics, psnr, ssim, warp_error
+from .metrics import (PER_FRAME_KEYS, PSNR_CAP_DB, color_shift, evaluate_clip, format_metrics, psnr, ssim,
+                      temporal_flicker, warp_error, warp_errors)
 
 __all__ = [
     "ClipScorer", "DEFAULT_CLIP_MODEL", "PER_FRAME_KEYS", "PSNR_CAP_DB", "color_shift", "evaluate_clip", "format_metrics",
-    "psnr", "score_against_truth", "sharpness", "ssim", "warp_error",
+    "psnr", "score_against_truth", "sharpness", "ssim", "temporal_flicker", "warp_error", "warp_errors",
 ]  # fmt: skip

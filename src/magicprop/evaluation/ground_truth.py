@@ -11,7 +11,7 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from .metrics import PSNR_CAP_DB, color_shift, psnr, ssim, warp_error
+from .metrics import PSNR_CAP_DB, along_flow, color_shift, psnr, ssim
 
 
 def sharpness(frames: np.ndarray) -> np.ndarray:
@@ -27,8 +27,13 @@ def sharpness(frames: np.ndarray) -> np.ndarray:
 def score_against_truth(frames: np.ndarray, truth: np.ndarray, source: np.ndarray, keyframes: int | Iterable[int]) -> dict:
     """Means over the frames that were not given, and per-frame curves, of a propagated clip against the truth.
 
-    Returns {"psnr", "ssim", "color_shift", "sharpness_ratio", "warp_error", "per_frame": {"psnr", "ssim"}}; the warp
-    error is measured along the source's motion (`warp_error`) and needs no truth.
+    Returns {"psnr", "ssim", "color_shift", "sharpness_ratio", "warp_error", "flicker", "warp_excess",
+    "per_frame": {"psnr", "ssim"}}. The warp error is measured along the source's motion (`warp_error`) and needs no
+    truth. Two flicker figures say whether a result boils beyond what its truth does, both 0 for the truth itself:
+    `flicker`, the mean `temporal_flicker` of the result against the truth (every pair, the keyframe's included: the
+    jump from the exact keyframe to the first propagated frame is seen too), and `warp_excess`, the result's warp error
+    minus the truth's (negative when a result is smoother along the flow than the true edit). All three figures along
+    the flow share one pass of source flows.
     """
     given = np.atleast_1d(np.asarray(list(keyframes) if not np.isscalar(keyframes) else [keyframes]))
     keep = ~np.isin(np.arange(len(truth)), given % len(truth))
@@ -36,11 +41,15 @@ def score_against_truth(frames: np.ndarray, truth: np.ndarray, source: np.ndarra
     s = ssim(frames, truth)
     sharp_truth = sharpness(truth[keep])
     ratio = sharpness(frames[keep]) / np.maximum(sharp_truth, 1e-6)
+    mine, truths, flicker = along_flow([lambda t: frames[t].astype(np.float32), lambda t: truth[t].astype(np.float32),
+                                        lambda t: frames[t].astype(np.float32) - truth[t]], source)  # fmt: skip
     return {
         "psnr": float(p[keep].mean()),
         "ssim": float(s[keep].mean()),
         "color_shift": float(color_shift(frames, truth)[keep].mean()),
         "sharpness_ratio": float(np.median(ratio)),
-        "warp_error": float(np.nanmean(warp_error(frames, source))),
+        "warp_error": float(np.nanmean(mine)),
+        "flicker": float(np.nanmean(flicker)),
+        "warp_excess": float(np.nanmean(mine - truths)),
         "per_frame": {"psnr": p.tolist(), "ssim": s.tolist()},
     }

@@ -2,7 +2,8 @@
 
 Against a ground-truth clip (`reference`, e.g. the synthetic clips of `magicprop.synthetic`):
   - `psnr`, `ssim`: fidelity per frame;
-  - `color_shift`: distance between mean colours, the symptom the zero-terminal-SNR ablation is about.
+  - `color_shift`: distance between mean colours, the symptom the zero-terminal-SNR ablation is about;
+  - `temporal_flicker`: how much the error changes from frame to frame along the motion (flicker beyond the truth's).
 Against the source clip's motion (no ground truth needed):
   - `warp_error`: how much the edit flickers or drifts relative to where the source's optical flow says pixels went.
 With a CLIP model (`magicprop.evaluation.clip_score.ClipScorer`):
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -83,17 +84,47 @@ def warp_error(edited: np.ndarray, source: np.ndarray, *, method: FlowMethod = "
     can be predicted from frame t. A pair with no valid pixel gives NaN. Measuring flow on the source (not on the edit)
     keeps the yardstick the same for every method being compared.
     """
-    edited, source = _match(edited, source, "source")
-    errors = np.full(max(len(edited) - 1, 0), np.nan, dtype=np.float64)
-    for t in range(len(edited) - 1):
+    return warp_errors([edited], source, method=method)[0]
+
+
+def warp_errors(clips: Sequence[np.ndarray], source: np.ndarray, *, method: FlowMethod = "dis") -> list[np.ndarray]:
+    """`warp_error` of each clip, the source's flows computed once for all of them (a result and its ground truth)."""
+    clips = [_match(c, source, "source")[0] for c in clips]
+    source = _match(clips[0], source, "source")[1]
+    return along_flow([lambda t, c=c: c[t].astype(np.float32) for c in clips], source, method=method)
+
+
+def temporal_flicker(edited: np.ndarray, reference: np.ndarray, source: np.ndarray, *, method: FlowMethod = "dis"
+                     ) -> np.ndarray:  # fmt: skip
+    """Per consecutive pair, (T - 1,): how much the error e = edited - reference changes from frame to frame along the
+    source's motion, mean |e[t+1] - warp(e[t])| in [0, 1] units over the pixels `warp_error` trusts.
+
+    The flicker of a result *beyond* its ground truth's: 0 for the truth itself, and for any error that moves with
+    the footage (a wrong colour or a misdrawn texture carried along steadily is wrong, not flickering); it grows with
+    per-frame noise, a boiling texture or popping fill. Following the motion matters: without it, a sharp texture
+    that moves correctly but differs from the truth's would count as flicker wherever the camera moves.
+    """
+    edited, reference = _match(edited, reference, "reference")
+    source = _match(edited, source, "source")[1]
+    return along_flow([lambda t: edited[t].astype(np.float32) - reference[t]], source, method=method)[0]
+
+
+def along_flow(frames: Sequence[Callable[[int], np.ndarray]], source: np.ndarray, *, method: FlowMethod = "dis"
+               ) -> list[np.ndarray]:  # fmt: skip
+    """For each clip given as a function t -> (H, W, 3) float32 frame: per consecutive pair, (T - 1,), the mean
+    |f(t+1) - warp(f(t))| / 255 over the pixels where the source's flow (t+1 -> t) is reliable (forward-backward
+    check, inside the frame); NaN for a pair with none. One pass of flows serves every clip."""
+    errors = [np.full(max(len(source) - 1, 0), np.nan, dtype=np.float64) for _ in frames]
+    for t in range(len(source) - 1):
         flow_next_prev = optical_flow(source[t + 1], source[t], method=method)
         flow_prev_next = optical_flow(source[t], source[t + 1], method=method)
         valid = ~(occlusion_mask(flow_next_prev, flow_prev_next) | outside_frame(flow_next_prev))
         if not valid.any():
             continue
-        predicted = warp(edited[t].astype(np.float32), flow_next_prev)  # float: no rounding error added by the warp
-        diff = np.abs(edited[t + 1].astype(np.float32) - predicted).mean(axis=2) / 255.0
-        errors[t] = float(diff[valid].mean())
+        for frame, out in zip(frames, errors):
+            predicted = warp(frame(t), flow_next_prev)  # float: no rounding error added by the warp
+            diff = np.abs(frame(t + 1) - predicted).mean(axis=2) / 255.0
+            out[t] = float(diff[valid].mean())
     return errors
 
 

@@ -5,7 +5,8 @@ colour transfer of the source frame (a mapping source colour -> edited colour le
 the source's flow from the previous frame is consistent, what the previous output added to its own colour transfer. A
 fill function then turns that estimate into the frame: `colour_fill` keeps it, `PatchFill` synthesises the pixels from
 keyframe patches (`patches.synthesize`, guided as in Jamriska et al. 2019, "Stylizing Video by Example": colour + edges,
-position, and a temporal guide, built by `patch_guides`).
+position, and a temporal guide, built by `patch_guides`); by default it synthesises the whole frame once anything is
+to fill, as EbSynth does (`PatchFill.whole_frame`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class FillRequest:
     carried: np.ndarray  # the previous output carried to frame t along the source's flow
     appearance: "LocalAffine | None" = None  # the keyframe pair's local affine model (`appearance`), when in use
     keyframe: int = 0  # the frame index of `style`
+    # only the holes, never the whole frame (`PatchFill.whole_frame`): between two keyframes (the estimate holds both
+    # keyframes' warps), and at a scaled render (`resolution.detail_fill` takes only the holes from the fill and keeps
+    # the full-size warp wherever it is valid, so re-drawing the rest would cost time and change nothing)
+    holes_only: bool = False
     # per-keyframe constants a fill function may keep for the length of one render (None: keep nothing)
     keyframe_cache: "KeyframeCache | None" = None
 
@@ -67,21 +72,36 @@ def colour_fill(request: FillRequest) -> np.ndarray:
 
 class PatchFill:
     """Guided patch synthesis of the pixels to fill (`patches.synthesize`, or a function with its signature, which also
-    gets `appearance=(base, gain, colours)` when the keyframe pair's local affine model is in use)."""
+    gets `appearance=(base, gain, colours)` when the keyframe pair's local affine model is in use).
+
+    Once more than `whole_frame` of a frame is to fill, the whole frame is synthesised under the guides, as EbSynth
+    does, instead of only the pixels the keyframe cannot explain: the patches then also re-draw what the warp carries,
+    from keyframe patches whose source looks like frame t's (the anchored map still steers them, as the position
+    guide). The default, 0, does so whenever anything is to fill: on real clips with exact ground truth (256 px, 32
+    frames, keyframe 0; 7 clips, 8 edits, 26 cases) it measured +0.51 dB on average over filling only the holes, better
+    on 23 cases (up to +1.9 dB), within 0.04 dB on the other 3, the pixels the keyframe explains included (+0.5 to
+    +1.2 dB there on the cartoon edit: a warped stroke was drawn for the keyframe's content, the truth re-draws it),
+    with less flicker on the stylisations; thresholds 0.3 and 0.5 sat in between. It loses where the warp is exact
+    and nothing is re-drawn: 0.62 dB on the synthetic benchmark's 64 px `pattern` clips. 1 fills only the holes. Not
+    between two keyframes (the estimate there holds both keyframes' warps, and a synthesis from the nearer one alone
+    would drop what only the other shows), nor at the source's full resolution above `MapSettings.measure_pixels`,
+    where the full-size warp is kept wherever it is valid (`FillRequest.holes_only`)."""
 
     needs_map = True
 
     def __init__(self, synthesize: Callable[..., np.ndarray] | None = None, *, patch_size: int = 5,
-                 weights: "GuideWeights | None" = None):  # fmt: skip
+                 weights: "GuideWeights | None" = None, whole_frame: float = 0.0):  # fmt: skip
         if synthesize is None:
             from .patches import synthesize  # ImportError tells the caller that patch synthesis is not available
         self.synthesize, self.patch_size, self.weights = synthesize, patch_size, weights or GuideWeights()
+        self.whole_frame = whole_frame
 
     @property
     def name(self) -> str:
-        """What the work folder's fingerprint records: the synthesiser, the patch size and the guide weights."""
+        """What the work folder's fingerprint records: the synthesiser, the patch size, the guide weights and when and
+        how the whole frame is synthesised."""
         where = f"{getattr(self.synthesize, '__module__', '?')}.{getattr(self.synthesize, '__qualname__', '?')}"
-        return f"patches:{where}:{self.patch_size}:{self.weights}"
+        return f"patches:{where}:{self.patch_size}:{self.weights}:{self.whole_frame}"
 
     def __call__(self, request: FillRequest) -> np.ndarray:
         # the keyframe's side is the same for every frame of a render: built once per keyframe (~10 ms at 512x512)
@@ -93,7 +113,10 @@ class PatchFill:
         extra = {}
         if request.appearance is not None:  # patches bring the edit's response to colour, not the keyframe's colours
             extra["appearance"] = (request.appearance.base, request.appearance.gain, request.source_frame)
-        return self.synthesize(request.style, source_guide, target_guide, request.fill, request.estimate,
+        fill = request.fill
+        if not request.holes_only and fill.mean() > self.whole_frame:
+            fill = np.ones_like(fill)
+        return self.synthesize(request.style, source_guide, target_guide, fill, request.estimate,
                                patch_size=self.patch_size, guide_weights=weights, **extra)  # fmt: skip
 
 

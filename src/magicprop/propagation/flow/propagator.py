@@ -288,7 +288,8 @@ class _Run:
             small_model = None if model is None else model.at_fit_size()
             style, source_key = self.measured_pair(k)[::-1]
             filled = self.p.fill(FillRequest(t, source[t], ~known, filled, style, source_key, map_, carry.full(),
-                                             small_model, keyframe=k, keyframe_cache=self.cache))  # fmt: skip
+                                             small_model, keyframe=k, keyframe_cache=self.cache,
+                                             holes_only=pair is not None or scaled))  # fmt: skip
         if not scaled:
             return filled
         gain = None if model is None else model.gain_at(map_)
