@@ -148,3 +148,24 @@ def test_odd_sizes_measure_and_render_at_their_own_size():
     assert [f.shape for f in out] == [(181, 271, 3)] * 4
     inner = np.s_[12:-12, 12:-12]
     assert np.abs(out[3][inner].astype(np.int16) - edited[3][inner]).mean() < 1.0
+
+
+def test_a_scaled_render_fills_only_the_holes_an_unscaled_one_the_whole_frame():
+    """The whole-frame fill (`PatchFill.whole_frame`, default 0) synthesises every pixel once anything is to fill, but
+    at a scaled render only the holes are taken from the fill (`resolution.detail_fill`), so it is asked for the holes
+    alone there."""
+    from magicprop.propagation.flow.fill import PatchFill
+
+    source = fixtures.panning_clip(5, (96, 128), (0, 4))
+    edited = (255 - source)[..., ::-1].copy()
+    asked = []
+
+    def synthesize(style, source_guide, target_guide, fill, init, *, patch_size, guide_weights, appearance=None):
+        asked.append((fill.shape, float(fill.mean())))
+        return init
+
+    run(source, {0: edited[0]}, fill=PatchFill(synthesize), measure_pixels=3072)  # measured at 48x64
+    assert asked and all(shape == (48, 64) and 0 < share < 0.5 for shape, share in asked)
+    asked.clear()
+    run(source, {0: edited[0]}, fill=PatchFill(synthesize), measure_pixels=96 * 128)  # its own size: not scaled
+    assert asked and all(shape == (96, 128) and share == 1.0 for shape, share in asked)
