@@ -9,7 +9,6 @@ read lazily (`to_clip`), and the result written into the IMAGE batch as it is ma
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from typing import Iterator
@@ -19,7 +18,6 @@ import torch
 
 from magicprop.errors import UsageError
 from magicprop.video import Frames
-from magicprop.video.clip import _Source
 
 # fit_image (magicprop.video) warns when a keyframe's aspect ratio is more than 1% off the clip's: resizing would stretch
 # it. In ComfyUI nobody reads that warning, so the node refuses such a keyframe; a same-shape keyframe of another size
@@ -29,39 +27,13 @@ AUTO = "auto"
 GREY_TOLERANCE = 2 / 255  # channels of a grey depth frame may differ by JPEG-like rounding, no more
 
 
-class _ImageBatchSource(_Source):
-    """A ComfyUI IMAGE batch behind `video.Frames`: each frame converted to uint8 when the pipeline reads it, the last
-    few kept (`_Source`'s cache at its minimum), so the clip is never held a second time, as uint8 or as float.
-
-    `Frames` takes its sources through its constructor; `_Source` is magicprop's base for them (files, folders,
-    arrays) and not part of its public API, so tests/test_comfyui_suggest.py checks this class against
-    `Frames.from_array` of the same bytes."""
-
-    def __init__(self, batch: torch.Tensor) -> None:
-        super().__init__(cache_bytes=0)  # the fewest frames the cache keeps: the propagator's working set
-        self.batch = batch
-
-    def __len__(self) -> int:
-        return len(self.batch)
-
-    def frame_size(self) -> tuple[int, int]:
-        return int(self.batch.shape[1]), int(self.batch.shape[2])
-
-    def _read(self, t: int) -> np.ndarray:
-        return self._keep(t, frame_uint8(self.batch, t))
-
-    def _content_digest(self) -> str:
-        digest = hashlib.sha256()  # clip_digest's: the uint8 bytes, one frame at a time
-        for t in range(len(self.batch)):
-            digest.update(frame_uint8(self.batch, t).data)
-        return digest.hexdigest()
-
-
 def to_clip(image: torch.Tensor, what: str = "images") -> Frames:
     """An IMAGE batch [B, H, W, 3] in 0..1 as a lazy uint8 clip (`video.Frames`), read a frame at a time: the bytes
     `to_frames` gives, without a uint8 copy of the clip."""
     check_batch(image, what, channels=3)
-    return Frames(_ImageBatchSource(image))
+    # Frames keeps only the last few converted frames (the propagator's working set): the clip is never held a second
+    # time, as uint8 or as float. The default digest hashes the uint8 bytes frame by frame, as clip_digest does.
+    return Frames.from_reader(lambda t: frame_uint8(image, t), len(image), (int(image.shape[1]), int(image.shape[2])))
 
 
 def to_frames(image: torch.Tensor, what: str) -> np.ndarray:

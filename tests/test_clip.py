@@ -142,3 +142,31 @@ def test_clip_digest_of_an_array_is_the_digest_of_its_bytes(video):
     assert clip_digest(ref) == hashlib.sha256(ref.tobytes()).hexdigest()
     assert clip_digest(ref[:, ::2]) == hashlib.sha256(np.ascontiguousarray(ref[:, ::2]).tobytes()).hexdigest()
     assert clip_digest(Frames.from_array(ref)) == Frames.from_array(ref.copy()).identity
+
+
+def test_a_reader_function_behind_the_same_interface_keeps_a_few_frames():
+    frames = np.random.default_rng(3).integers(0, 256, (9, 6, 5, 3), dtype=np.uint8)
+    calls: list[int] = []
+
+    def read(t: int) -> np.ndarray:
+        calls.append(t)
+        return frames[t].copy()
+
+    clip = Frames.from_reader(read, 9, (6, 5), fps=12.0)
+    expected = Frames.from_array(frames)
+    assert clip.shape == frames.shape and clip.fps == 12.0
+    for t in (0, 8, -1, 3, 3, 0):  # forward, backward, again: the reads a propagator makes
+        np.testing.assert_array_equal(clip[t], frames[t])
+    assert calls.count(3) == 1  # the second read of frame 3 came from the cache
+    assert not clip[4].flags.writeable
+    np.testing.assert_array_equal(clip[2:6].numpy(), frames[2:6])
+    np.testing.assert_array_equal(clip.resized((3, 4))[5], expected.resized((3, 4))[5])
+    assert clip.identity == expected.identity  # the same fingerprint as the array's bytes
+    assert len(clip._source.cache) <= 4
+    named = Frames.from_reader(read, 9, (6, 5), digest=lambda: "mine")
+    assert named._source.digest() == "mine" and named.identity != clip.identity
+    with pytest.raises(UsageError, match="at least one frame"):
+        Frames.from_reader(read, 0, (6, 5))
+    bad = Frames.from_reader(lambda t: frames[t, :3], 9, (6, 5))
+    with pytest.raises(Exception, match=r"expected uint8 \(6, 5, 3\)"):
+        bad[0]

@@ -32,7 +32,7 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import av
 import numpy as np
@@ -122,6 +122,35 @@ class _ArraySource(_Source):
 
     def _content_digest(self) -> str:
         return clip_digest(self.array)
+
+
+class _ReaderSource(_Source):
+    """Frames made by a function of the index (`Frames.from_reader`): the last few kept, nothing else held."""
+
+    def __init__(self, read: Callable[[int], np.ndarray], length: int, size: tuple[int, int],
+                 digest: Callable[[], str] | None, fps: float | None) -> None:  # fmt: skip
+        super().__init__(cache_bytes=0)  # the fewest frames the cache keeps: the propagator's working set
+        self.read, self.length, self.size, self.digest_fn, self.fps = read, length, size, digest, fps
+
+    def __len__(self) -> int:
+        return self.length
+
+    def frame_size(self) -> tuple[int, int]:
+        return self.size
+
+    def _read(self, t: int) -> np.ndarray:
+        frame = np.ascontiguousarray(self.read(t))
+        if frame.shape != (*self.size, 3) or frame.dtype != np.uint8:
+            raise MagicPropError(f"frame {t} from the reader is {frame.dtype} {frame.shape}, expected uint8 {(*self.size, 3)}")
+        return self._keep(t, frame)
+
+    def _content_digest(self) -> str:
+        if self.digest_fn is not None:
+            return self.digest_fn()
+        digest = hashlib.sha256()  # clip_digest's: the uint8 bytes, one frame at a time
+        for t in range(self.length):
+            digest.update(self._read(t).data)
+        return digest.hexdigest()
 
 
 class _FolderSource(_Source):
@@ -277,6 +306,20 @@ class Frames:
         if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8 or len(array) == 0:
             raise UsageError(f"video must be a path or uint8 frames (T, H, W, 3), got {array.dtype} {array.shape}")
         return cls(_ArraySource(array, fps))
+
+    @classmethod
+    def from_reader(cls, read: Callable[[int], np.ndarray], length: int, size: tuple[int, int], *,
+                    digest: Callable[[], str] | None = None, fps: float | None = None) -> "Frames":  # fmt: skip
+        """Frames produced on demand by `read(t)` -> (H, W, 3) uint8 for t in range(length), size = (H, W): a host's
+        own frame store (ComfyUI's IMAGE batch, a decoder you manage) without a copy of the clip. The last few frames
+        are kept. `digest()` names the content for work-folder fingerprints; by default every frame is read once and
+        hashed as `clip_digest` hashes an array of the same bytes."""
+        if length <= 0:
+            raise UsageError(f"a clip needs at least one frame, got length {length}")
+        h, w = (int(v) for v in size)
+        if h <= 0 or w <= 0:
+            raise UsageError(f"frame size must be positive (height, width), got {tuple(size)}")
+        return cls(_ReaderSource(read, int(length), (h, w), digest, fps))
 
     # --- what an array has ---------------------------------------------------------------------------------------
     @property
