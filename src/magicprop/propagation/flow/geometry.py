@@ -35,7 +35,8 @@ def compose(map_p: np.ndarray, flow: np.ndarray) -> np.ndarray:
 
 def sample(image: np.ndarray, map_: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
     """image[map(x)]: a backward warp through an absolute map, border replicated, dtype kept (uint8 saturates)."""
-    out = cv2.remap(image, map_[..., 0], map_[..., 1], interpolation, borderMode=cv2.BORDER_REPLICATE)
+    # the (H, W, 2) map as one two-channel map: the same numbers as two planes, without copying each plane out first
+    out = cv2.remap(image, map_, None, interpolation, borderMode=cv2.BORDER_REPLICATE)
     return out[..., None] if image.ndim == 3 and out.ndim == 2 else out
 
 
