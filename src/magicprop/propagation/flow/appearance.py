@@ -91,10 +91,12 @@ class LocalAffine:
         """This model at its fit size (`base` there too): what patch synthesis at the measuring size reads."""
         if self.base.shape[:2] == self.fit_size:
             return self
-        small = object.__new__(LocalAffine)
-        small.gain, small.offset, small._fit = self.gain, self.offset, self._fit
-        small.base = _subtract_gain(self._fit[1], self.gain, self._fit[0])
-        return small
+        if getattr(self, "_small", None) is None:  # built once: a scaled render asks for it every frame it fills
+            small = object.__new__(LocalAffine)
+            small.gain, small.offset, small._fit = self.gain, self.offset, self._fit
+            small.base = _subtract_gain(self._fit[1], self.gain, self._fit[0])
+            self._small = small
+        return self._small
 
     def predict(self, source: np.ndarray) -> np.ndarray:
         """(H, W, 3) float32 A S + b at the keyframe's own pixels: the model's fit, without the residual detail."""

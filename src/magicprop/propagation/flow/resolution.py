@@ -208,7 +208,8 @@ def detail_fill(rendered: np.ndarray, valid: np.ndarray, filled: np.ndarray, fra
     keyframe pair (`gain`, at the measuring size, sampled at each pixel's map): up(F) + A (S_t - up(shrink(S_t))). So
     the fill's edit is the one patch synthesis chose, and its fine detail is the footage's. Rendered pixels fade into
     it over `feather` px inside the valid region, as in `fill.fallback_estimate`."""
-    weight = np.clip(cv2.distanceTransform(valid.astype(np.uint8), cv2.DIST_L2, 3) / (feather + 1), 0, 1)
+    weight = cv2.distanceTransform(valid.astype(np.uint8), cv2.DIST_L2, 3)
+    weight /= np.float32(feather + 1)  # in place, >= 0: only the pixels below 1 are read, so none needs clipping
     ys, xs = np.nonzero(weight < 1)
     hs, ws = filled.shape[:2]
     # each full-size pixel's position on the measured grid (half-pixel centres)
