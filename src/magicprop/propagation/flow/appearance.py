@@ -182,38 +182,13 @@ def render_keyframe(edited: np.ndarray, map_: np.ndarray, interpolation: int, *,
     return out
 
 
-@njit(cache=True, nogil=True)
-def compose_gain(base, gain, frame, out):  # pragma: no cover - compiled
+def compose_gain(base: np.ndarray, gain: np.ndarray, frame: np.ndarray, out: np.ndarray) -> None:
     """out = rint(base + A frame) clipped to uint8, A (h, w, 9) bilinear at each pixel's position on its grid (half-pixel
-    centres; the same grid gives A itself). One pass, row by row: each output row interpolates the two gain rows
-    around it once, then each pixel only the two columns around it; the enlarged gain is never stored."""
-    hg, wg = gain.shape[0], gain.shape[1]
-    h, w = out.shape[0], out.shape[1]
-    x0s, x1s, fxs = np.empty(w, np.int64), np.empty(w, np.int64), np.empty(w, np.float32)
-    for x in range(w):
-        gx = min(max((x + 0.5) * (wg / w) - 0.5, 0.0), wg - 1.0)
-        x0s[x] = min(int(gx), max(wg - 2, 0))
-        x1s[x] = min(x0s[x] + 1, wg - 1)
-        fxs[x] = gx - x0s[x]
-    row = np.empty((wg, 9), np.float32)
-    for y in range(h):
-        gy = min(max((y + 0.5) * (hg / h) - 0.5, 0.0), hg - 1.0)
-        y0 = min(int(gy), max(hg - 2, 0))
-        y1 = min(y0 + 1, hg - 1)
-        fy = np.float32(gy - y0)
-        for x in range(wg):
-            for k in range(9):
-                row[x, k] = gain[y0, x, k] + fy * (gain[y1, x, k] - gain[y0, x, k])
-        for x in range(w):
-            x0, x1, fx = x0s[x], x1s[x], fxs[x]
-            s0, s1, s2 = np.float32(frame[y, x, 0]), np.float32(frame[y, x, 1]), np.float32(frame[y, x, 2])
-            for c in range(3):
-                k = 3 * c
-                a0 = row[x0, k] + fx * (row[x1, k] - row[x0, k])
-                a1 = row[x0, k + 1] + fx * (row[x1, k + 1] - row[x0, k + 1])
-                a2 = row[x0, k + 2] + fx * (row[x1, k + 2] - row[x0, k + 2])
-                v = base[y, x, c] + a0 * s0 + a1 * s1 + a2 * s2
-                out[y, x, c] = min(max(np.rint(v), np.float32(0)), np.float32(255))
+    centres; the same grid gives A itself); base and frame (H, W, 3) at out's size (`_compose`)."""
+    _compose(base, _NO_MAP, _NO_TABLE, gain, frame, out)
+
+
+_NO_MAP, _NO_TABLE = np.zeros((0, 0, 2), np.float32), np.zeros((0, 64), np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -248,7 +223,7 @@ def compose_lanczos(base: np.ndarray, map_: np.ndarray, gain: np.ndarray, frame:
     """(H, W, 3) uint8 rint(Lanczos(base)(map) + A frame) clipped: `compose_gain` of `sample(base, map_,
     cv2.INTER_LANCZOS4)` in one pass, without the (H, W, 3) float32 sample or the two map copies `cv2.remap` needs."""
     out = np.empty(frame.shape, np.uint8)
-    _compose_lanczos(base, map_, lanczos_table(), gain, frame, out)
+    _compose(base, map_, lanczos_table(), gain, frame, out)
     return out
 
 
@@ -285,10 +260,13 @@ def _lanczos_pixel(img, x, y, tab, value):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _compose_lanczos(base, map_, tab, gain, frame, out):  # pragma: no cover - compiled
-    """`compose_gain` with base Lanczos-sampled through map_ at each pixel (`_lanczos_pixel`)."""
+def _compose(base, map_, tab, gain, frame, out):  # pragma: no cover - compiled
+    """out = rint(B + A frame) clipped to uint8: B is base itself (an empty map_) or base Lanczos-sampled through map_
+    at each pixel (`_lanczos_pixel`, weights `tab`). One pass, row by row: each output row interpolates the two gain
+    rows around it once, then each pixel only the two columns around it; the enlarged gain is never stored."""
     hg, wg = gain.shape[0], gain.shape[1]
     h, w = out.shape[0], out.shape[1]
+    sampled = map_.shape[0] > 0
     x0s, x1s, fxs = np.empty(w, np.int64), np.empty(w, np.int64), np.empty(w, np.float32)
     for x in range(w):
         gx = min(max((x + 0.5) * (wg / w) - 0.5, 0.0), wg - 1.0)
@@ -296,7 +274,7 @@ def _compose_lanczos(base, map_, tab, gain, frame, out):  # pragma: no cover - c
         x1s[x] = min(x0s[x] + 1, wg - 1)
         fxs[x] = gx - x0s[x]
     row = np.empty((wg, 9), np.float32)
-    value = np.empty(3, np.float32)
+    value = np.empty(3, base.dtype)
     for y in range(h):
         gy = min(max((y + 0.5) * (hg / h) - 0.5, 0.0), hg - 1.0)
         y0 = min(int(gy), max(hg - 2, 0))
@@ -306,7 +284,10 @@ def _compose_lanczos(base, map_, tab, gain, frame, out):  # pragma: no cover - c
             for k in range(9):
                 row[x, k] = gain[y0, x, k] + fy * (gain[y1, x, k] - gain[y0, x, k])
         for x in range(w):
-            _lanczos_pixel(base, map_[y, x, 0], map_[y, x, 1], tab, value)
+            if sampled:
+                _lanczos_pixel(base, map_[y, x, 0], map_[y, x, 1], tab, value)
+            else:
+                value[0], value[1], value[2] = base[y, x, 0], base[y, x, 1], base[y, x, 2]
             x0, x1, fx = x0s[x], x1s[x], fxs[x]
             s0, s1, s2 = np.float32(frame[y, x, 0]), np.float32(frame[y, x, 1]), np.float32(frame[y, x, 2])
             for c in range(3):
