@@ -15,7 +15,8 @@ flow settings.
 
 --resolution full keeps the clip's own size; 1080p and 4k crop it to 16:9 and enlarge it (`full_resolution.upscaled`).
 --stages: CPU seconds per frame of each stage (steady state: the first frames, which fit the keyframe's models, are left
-out), summed over the threads that run them. --precision: the maps measured at `MapSettings.measure_pixels` against
+out), summed over the threads that run them (not OpenCV's own worker threads: the process total counts those), and how
+much of the process's time was kernel time and how many page faults it took. --precision: the maps measured at `MapSettings.measure_pixels` against
 maps measured at full size, end-point error in full-size pixels (mean and 95th percentile, over pixels both call
 valid, and over the textured ones), and the PSNR of the result with each against a sketch and a cartoon edit.
 """
@@ -27,6 +28,7 @@ import cProfile
 import functools
 import json
 import pstats
+import resource
 import sys
 import time
 from dataclasses import replace
@@ -108,14 +110,17 @@ def stages(clip: np.ndarray, edited: np.ndarray, fill: str, skip: int = 3) -> di
         for _ in range(skip + 1):
             next(frames)
         counting[0] = True
-        cpu = time.process_time()
+        cpu, before = time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
         n = sum(1 for _ in frames)
-        cpu = time.process_time() - cpu
+        cpu, after = time.process_time() - cpu, resource.getrusage(resource.RUSAGE_SELF)
     finally:
         for owner, name, original in reversed(patched):
             setattr(owner, name, original)
     out = {label: s / n for label, s in sorted(spent.items(), key=lambda kv: -kv[1])}
     out["(the process, all threads)"] = cpu / n
+    # of which in the kernel (page faults of fresh full-size temporaries: `resolution.tune_malloc`), and those faults
+    out["(of it, kernel time)"] = (after.ru_stime - before.ru_stime) / n
+    out["(page faults per frame, thousands)"] = (after.ru_minflt - before.ru_minflt) / n / 1000
     return out
 
 

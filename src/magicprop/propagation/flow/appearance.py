@@ -21,6 +21,8 @@ response to *its* colours, not the colours of the keyframe patch it borrowed.
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -89,10 +91,12 @@ class LocalAffine:
         """This model at its fit size (`base` there too): what patch synthesis at the measuring size reads."""
         if self.base.shape[:2] == self.fit_size:
             return self
-        small = object.__new__(LocalAffine)
-        small.gain, small.offset, small._fit = self.gain, self.offset, self._fit
-        small.base = _subtract_gain(self._fit[1], self.gain, self._fit[0])
-        return small
+        if getattr(self, "_small", None) is None:  # built once: a scaled render asks for it every frame it fills
+            small = object.__new__(LocalAffine)
+            small.gain, small.offset, small._fit = self.gain, self.offset, self._fit
+            small.base = _subtract_gain(self._fit[1], self.gain, self._fit[0])
+            self._small = small
+        return self._small
 
     def predict(self, source: np.ndarray) -> np.ndarray:
         """(H, W, 3) float32 A S + b at the keyframe's own pixels: the model's fit, without the residual detail."""
@@ -168,20 +172,101 @@ def render_keyframe(edited: np.ndarray, map_: np.ndarray, interpolation: int, *,
     applied."""
     if model is None:
         return sample(edited, map_, interpolation)
+    measured = measured_map if measured_map is not None and measured_map.shape[:2] == model.fit_size else map_
+    gain = model.gain_at(measured)
+    if interpolation == cv2.INTER_LANCZOS4:  # the default: the same numbers in one pass (`compose_lanczos`)
+        return compose_lanczos(model.base, map_, gain, frame)
     base = sample(model.base, map_, interpolation)  # float32: nothing saturates before the sum
     out = np.empty(base.shape, np.uint8)
-    measured = measured_map if measured_map is not None and measured_map.shape[:2] == model.fit_size else map_
-    compose_gain(base, model.gain_at(measured), frame, out)
+    compose_gain(base, gain, frame, out)
+    return out
+
+
+def compose_gain(base: np.ndarray, gain: np.ndarray, frame: np.ndarray, out: np.ndarray) -> None:
+    """out = rint(base + A frame) clipped to uint8, A (h, w, 9) bilinear at each pixel's position on its grid (half-pixel
+    centres; the same grid gives A itself); base and frame (H, W, 3) at out's size (`_compose`)."""
+    _compose(base, _NO_MAP, _NO_TABLE, gain, frame, out)
+
+
+_NO_MAP, _NO_TABLE = np.zeros((0, 0, 2), np.float32), np.zeros((0, 64), np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Lanczos sampling fused with the gain: `render_keyframe`'s default path at full size
+
+
+@functools.cache
+def lanczos_table() -> np.ndarray:
+    """(32 * 32, 64) float32: OpenCV's Lanczos-4 weights for each 1/32-pixel (y, x) fraction, as `cv2.remap` builds
+    them (`interpolateLanczos4` in double, each tap rounded to float, normalised in float; the 2D weight the float
+    product of the two 1D ones), so that `compose_lanczos` samples exactly what `cv2.remap(..., INTER_LANCZOS4)` does."""
+    s45 = 0.70710678118654752440084436210485
+    cs = [(1, 0), (-s45, -s45), (0, 1), (s45, -s45), (-1, 0), (s45, s45), (0, -1), (-s45, s45)]
+    one = np.zeros((32, 8), np.float32)
+    for i in range(32):
+        x = np.float32(i) / np.float32(32)
+        if x < np.finfo(np.float32).eps:
+            one[i, 3] = 1
+            continue
+        y0 = -float(x + np.float32(3)) * math.pi * 0.25
+        s0, c0 = math.sin(y0), math.cos(y0)
+        total = np.float32(0)
+        for k in range(8):
+            y = -float(x + np.float32(3) - np.float32(k)) * math.pi * 0.25
+            one[i, k] = np.float32((cs[k][0] * s0 + cs[k][1] * c0) / (y * y))
+            total = np.float32(total + one[i, k])
+        one[i] *= np.float32(1) / total
+    return (one[:, None, :, None] * one[None, :, None, :]).reshape(32 * 32, 64)  # [fy * 32 + fx, ky * 8 + kx]
+
+
+def compose_lanczos(base: np.ndarray, map_: np.ndarray, gain: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 rint(Lanczos(base)(map) + A frame) clipped: `compose_gain` of `sample(base, map_,
+    cv2.INTER_LANCZOS4)` in one pass, without the (H, W, 3) float32 sample or the two map copies `cv2.remap` needs."""
+    out = np.empty(frame.shape, np.uint8)
+    _compose(base, map_, lanczos_table(), gain, frame, out)
     return out
 
 
 @njit(cache=True, nogil=True)
-def compose_gain(base, gain, frame, out):  # pragma: no cover - compiled
-    """out = rint(base + A frame) clipped to uint8, A (h, w, 9) bilinear at each pixel's position on its grid (half-pixel
-    centres; the same grid gives A itself). One pass, row by row: each output row interpolates the two gain rows
-    around it once, then each pixel only the two columns around it; the enlarged gain is never stored."""
+def _lanczos_pixel(img, x, y, tab, value):  # pragma: no cover - compiled
+    """value[c] = img (h, w, C) float32 at map position (x, y) as `cv2.remap(..., INTER_LANCZOS4, BORDER_REPLICATE)`
+    computes it: the position rounded to 1/32 px (half to even), the 8x8 weights of that fraction, and the same float
+    operations in the same order (a row's eight products summed left to right, then added to the total; tap by tap
+    where the window crosses the border, each tap's index clamped)."""
+    h, w, nc = img.shape
+    ix = np.int64(np.rint(min(max(x * 32.0, -1073741824.0), 1073741824.0)))  # cvRound(x * INTER_TAB_SIZE)
+    iy = np.int64(np.rint(min(max(y * 32.0, -1073741824.0), 1073741824.0)))
+    sx = min(max(ix >> 5, -32768), 32767) - 3  # OpenCV stores the integer part as a short
+    sy = min(max(iy >> 5, -32768), 32767) - 3
+    wt = tab[(iy & 31) * 32 + (ix & 31)]
+    if 0 <= sx < w - 7 and 0 <= sy < h - 7:
+        for c in range(nc):
+            total = np.float32(0)
+            for r in range(8):
+                k = 8 * r
+                total += (img[sy + r, sx, c] * wt[k] + img[sy + r, sx + 1, c] * wt[k + 1]
+                          + img[sy + r, sx + 2, c] * wt[k + 2] + img[sy + r, sx + 3, c] * wt[k + 3]
+                          + img[sy + r, sx + 4, c] * wt[k + 4] + img[sy + r, sx + 5, c] * wt[k + 5]
+                          + img[sy + r, sx + 6, c] * wt[k + 6] + img[sy + r, sx + 7, c] * wt[k + 7])  # fmt: skip
+            value[c] = total
+    else:
+        for c in range(nc):
+            total = np.float32(0)
+            for r in range(8):
+                yy = min(max(sy + r, 0), h - 1)
+                for j in range(8):
+                    total += img[yy, min(max(sx + j, 0), w - 1), c] * wt[8 * r + j]
+            value[c] = total
+
+
+@njit(cache=True, nogil=True)
+def _compose(base, map_, tab, gain, frame, out):  # pragma: no cover - compiled
+    """out = rint(B + A frame) clipped to uint8: B is base itself (an empty map_) or base Lanczos-sampled through map_
+    at each pixel (`_lanczos_pixel`, weights `tab`). One pass, row by row: each output row interpolates the two gain
+    rows around it once, then each pixel only the two columns around it; the enlarged gain is never stored."""
     hg, wg = gain.shape[0], gain.shape[1]
     h, w = out.shape[0], out.shape[1]
+    sampled = map_.shape[0] > 0
     x0s, x1s, fxs = np.empty(w, np.int64), np.empty(w, np.int64), np.empty(w, np.float32)
     for x in range(w):
         gx = min(max((x + 0.5) * (wg / w) - 0.5, 0.0), wg - 1.0)
@@ -189,6 +274,7 @@ def compose_gain(base, gain, frame, out):  # pragma: no cover - compiled
         x1s[x] = min(x0s[x] + 1, wg - 1)
         fxs[x] = gx - x0s[x]
     row = np.empty((wg, 9), np.float32)
+    value = np.empty(3, base.dtype)
     for y in range(h):
         gy = min(max((y + 0.5) * (hg / h) - 0.5, 0.0), hg - 1.0)
         y0 = min(int(gy), max(hg - 2, 0))
@@ -198,6 +284,10 @@ def compose_gain(base, gain, frame, out):  # pragma: no cover - compiled
             for k in range(9):
                 row[x, k] = gain[y0, x, k] + fy * (gain[y1, x, k] - gain[y0, x, k])
         for x in range(w):
+            if sampled:
+                _lanczos_pixel(base, map_[y, x, 0], map_[y, x, 1], tab, value)
+            else:
+                value[0], value[1], value[2] = base[y, x, 0], base[y, x, 1], base[y, x, 2]
             x0, x1, fx = x0s[x], x1s[x], fxs[x]
             s0, s1, s2 = np.float32(frame[y, x, 0]), np.float32(frame[y, x, 1]), np.float32(frame[y, x, 2])
             for c in range(3):
@@ -205,5 +295,5 @@ def compose_gain(base, gain, frame, out):  # pragma: no cover - compiled
                 a0 = row[x0, k] + fx * (row[x1, k] - row[x0, k])
                 a1 = row[x0, k + 1] + fx * (row[x1, k + 1] - row[x0, k + 1])
                 a2 = row[x0, k + 2] + fx * (row[x1, k + 2] - row[x0, k + 2])
-                v = base[y, x, c] + a0 * s0 + a1 * s1 + a2 * s2
+                v = value[c] + a0 * s0 + a1 * s1 + a2 * s2
                 out[y, x, c] = min(max(np.rint(v), np.float32(0)), np.float32(255))

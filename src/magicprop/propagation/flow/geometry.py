@@ -7,6 +7,7 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
+from numba import njit
 
 
 @lru_cache(maxsize=8)
@@ -34,7 +35,8 @@ def compose(map_p: np.ndarray, flow: np.ndarray) -> np.ndarray:
 
 def sample(image: np.ndarray, map_: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
     """image[map(x)]: a backward warp through an absolute map, border replicated, dtype kept (uint8 saturates)."""
-    out = cv2.remap(image, map_[..., 0], map_[..., 1], interpolation, borderMode=cv2.BORDER_REPLICATE)
+    # the (H, W, 2) map as one two-channel map: the same numbers as two planes, without copying each plane out first
+    out = cv2.remap(image, map_, None, interpolation, borderMode=cv2.BORDER_REPLICATE)
     return out[..., None] if image.ndim == 3 and out.ndim == 2 else out
 
 
@@ -64,6 +66,25 @@ def colour_mismatch(a: np.ndarray, b: np.ndarray, threshold: float, blur: float,
     The blur forgives codec noise and sub-pixel misregistration at edges; the local RMS, unlike a difference of more
     blurred images, does not let a wrong texture of the right mean colour pass (a grey checked square over a texture).
     """
-    d = cv2.absdiff(cv2.GaussianBlur(a, (0, 0), blur), cv2.GaussianBlur(b, (0, 0), blur)).astype(np.float32)
-    d2 = d[..., 0] ** 2 + d[..., 1] ** 2 + d[..., 2] ** 2
-    return cv2.GaussianBlur(d2, (0, 0), window) > threshold**2
+    return local_distance(a, b, blur, window) > threshold**2
+
+
+def local_distance(a: np.ndarray, b: np.ndarray, blur: float, window: float) -> np.ndarray:
+    """(H, W) float32: the local mean (Gaussian window `window`) of the squared RGB distance between two uint8 RGB
+    images blurred by `blur`, what `colour_mismatch` thresholds."""
+    d2 = np.empty(a.shape[:2], np.float32)
+    _squared_distance(cv2.GaussianBlur(a, (0, 0), blur), cv2.GaussianBlur(b, (0, 0), blur), d2)
+    return cv2.GaussianBlur(d2, (0, 0), window)
+
+
+@njit(cache=True, nogil=True)
+def _squared_distance(a, b, out):  # pragma: no cover - compiled
+    """out = |a - b|^2 summed over the channels, float32, of two (H, W, C) uint8 images: one pass instead of numpy's
+    five full-size float temporaries (the sums are of integers below 2^24: exact in any order)."""
+    for y in range(a.shape[0]):
+        for x in range(a.shape[1]):
+            s = np.float32(0)
+            for c in range(a.shape[2]):
+                d = np.float32(abs(np.int32(a[y, x, c]) - np.int32(b[y, x, c])))
+                s += d * d
+            out[y, x] = s

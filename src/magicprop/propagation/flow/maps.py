@@ -22,8 +22,9 @@ import cv2
 import numpy as np
 from numba import njit
 
-from .geometry import colour_mismatch, compose, identity_map, inside, sample, sample_points  # noqa: F401 - also maps' API
-from .resolution import Resized, enlarge, measure_size, upsample_map
+from .geometry import (colour_mismatch, compose, identity_map, inside, local_distance, sample,  # noqa: F401 - also maps' API
+                       sample_points)
+from .resolution import Resized, enlarge, measure_size, tune_malloc, upsample_map
 
 PRESETS = {"medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST}
 MIN_FLOW_SIDE = 32  # DIS refuses frames under ~12 px a side (its patches and pyramid): smaller ones are padded
@@ -277,6 +278,8 @@ class AnchoredChain:
         self.scaled = (h, w) != tuple(source.shape[1:3])
         if self.scaled and (measured is None or measured.size != (h, w)):
             measured = Resized(source, (h, w))
+        if self.scaled:  # full-size frames: keep their temporaries' pages (`resolution.tune_malloc`)
+            tune_malloc()
         self.source = measured if self.scaled else source
         self.key_grey = cv2.cvtColor(self.source[keyframe_index], cv2.COLOR_RGB2GRAY)
         if self.scaled:
@@ -377,9 +380,26 @@ def upscale_frame(measured: AnchoredFrame, key: np.ndarray, frame: np.ndarray, k
     # the colour check at full size with the measured size's tolerances: widening the blur by the size ratio (a map
     # measured at a third of the size is good to a fraction of a *measured* pixel) changed PSNR by < 0.02 dB on a
     # 1080p and a 720p clip, and costs a wider blur of every frame
-    agrees = ~colour_mismatch(sample(key, map_), frame, settings.mismatch_threshold, settings.mismatch_blur,
-                              settings.mismatch_window)  # fmt: skip
+    distance = local_distance(sample(key, map_), frame, settings.mismatch_blur, settings.mismatch_window)
     occluded = enlarge(measured.occluded.astype(np.float32), size)
     # fully occluded neighbourhoods stay occluded; in the band between, the full-size colour check alone decides
-    valid = inside(map_, settings.margin) & agrees & (occluded < 1.0 - 1e-6)
-    return AnchoredFrame(measured.index, map_, valid, measured.step, None, None, occluded >= 1.0 - 1e-6, measured)
+    valid, fully_occluded = np.empty(size, bool), np.empty(size, bool)
+    _full_size_validity(map_, np.float32(settings.margin), distance, np.float32(settings.mismatch_threshold**2),
+                        occluded, np.float32(1.0 - 1e-6), valid, fully_occluded)  # fmt: skip
+    return AnchoredFrame(measured.index, map_, valid, measured.step, None, None, fully_occluded, measured)
+
+
+@njit(cache=True, nogil=True)
+def _full_size_validity(map_, margin, distance, limit, occluded, full, valid, fully_occluded):  # pragma: no cover
+    """In one pass over a full-size frame: valid = the map inside the keyframe (`inside`) & the colours agree
+    (`colour_mismatch`: distance <= limit) & not fully occluded (occluded < full); fully_occluded = occluded >= full.
+    The numpy expressions it replaces held eight full-size temporaries."""
+    h, w = distance.shape
+    right, bottom = np.float32(w - 1) - margin, np.float32(h - 1) - margin
+    for y in range(h):
+        for x in range(w):
+            mx, my = map_[y, x, 0], map_[y, x, 1]
+            hidden = occluded[y, x] >= full
+            fully_occluded[y, x] = hidden
+            valid[y, x] = (mx >= margin and mx <= right and my >= margin and my <= bottom and not distance[y, x] > limit
+                           and not hidden)  # fmt: skip
