@@ -40,12 +40,15 @@ BOUNDARY_SPREAD = 2.0
 # frame). Keeping blocks up to 32 MB on the heap with 256 MB of slack at its top lets each frame reuse the last one's
 # pages (`tune_malloc`). Only the allocator's policy changes: no number computed.
 _MALLOC = {-3: 32 << 20, -2: 256 << 20}  # M_MMAP_THRESHOLD (its maximum on 64-bit), M_TOP_PAD
+# Above 1440p the trade turns: the heap would keep a 4K clip's 25-33 MB frame blocks (+0.54 GB peak RSS at 4K, for
+# 0.68x the CPU), and a 4K run is bound by memory first (issue 23's 2.5 GB): there freed frames go back to the system.
+KEEP_PAGES_MAX_PIXELS = 2560 * 1440
 
 
 @functools.cache
 def tune_malloc() -> bool:
-    """The malloc policy above, set once per process where glibc is the allocator (a render at full resolution calls
-    it). False where there is no `mallopt` (another libc) or it refused."""
+    """The malloc policy above, set once per process where glibc is the allocator (a render at full resolution up to
+    `KEEP_PAGES_MAX_PIXELS` calls it). False where there is no `mallopt` (another libc) or it refused."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (AttributeError, OSError):
