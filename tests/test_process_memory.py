@@ -46,15 +46,20 @@ def test_x264_lookahead_is_its_default_up_to_1080p_and_falls_above():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_freed_large_arrays_go_back_to_the_system():
+def test_freed_frames_go_back_to_the_system_between_arrays_that_stay():
     assert return_freed_memory()
 
     def resident_mb() -> float:
         with open("/proc/self/status") as f:
             return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
 
+    block = np.ones(30 * 2**20, np.uint8)  # by default, freeing it would raise glibc's mmap threshold to 30 MB
+    del block
     before = resident_mb()
-    frames = [np.ones((2160, 3840, 3), np.uint8) for _ in range(8)]  # 8 x 25 MB, each under glibc's default 32 MB
+    frames, kept = [], []
+    for _ in range(8):  # 4K frames (25 MB each) with small arrays that outlive them, as a run makes them
+        frames.append(np.ones((2160, 3840, 3), np.uint8))
+        kept.append(np.ones(64 * 1024, np.uint8))
     assert resident_mb() > before + 150
     del frames
-    assert resident_mb() < before + 50
+    assert resident_mb() < before + 50  # without the fixed threshold: the heap keeps all 200 MB (measured)
