@@ -15,7 +15,7 @@ folder bookkeeping hold; what remains is per-frame working memory, which grows w
     python benchmarks/memory_long_clip.py --frames 96 --short 24 --size 1280x720          # a few minutes
     python benchmarks/memory_long_clip.py --propagators chain copy --size 3840x2160 --propagators-size flow=1920x1080
 
-Runs are niced (`--nice`, default 10); the clip and outputs go to `--work` (default a temporary folder, removed).
+Runs are niced (`--nice`, default 10, or this script's own niceness if higher); the clip and outputs go to `--work` (default a temporary folder, removed).
 """
 
 from __future__ import annotations
@@ -81,11 +81,12 @@ def describe(video: Path, frames: int, size: tuple[int, int]) -> str:
 
 
 def run(argv: list[str], nice: int, log: Path) -> dict:
-    """One `magicprop` run in a fresh process: exit code, peak RSS (MB), CPU and wall seconds."""
+    """One `magicprop` run in a fresh process at niceness `nice` (at least this script's own: under `nice -n 10`, the
+    runs are at 10, not 20): exit code, peak RSS (MB), CPU and wall seconds."""
     cmd = [sys.executable, "-m", "magicprop.cli", *map(str, argv)]
     start = time.perf_counter()
     with open(log, "wb") as out:  # a file, not a pipe: progress bars would fill a pipe
-        proc = subprocess.Popen(cmd, stdout=out, stderr=out, preexec_fn=lambda: os.nice(nice))
+        proc = subprocess.Popen(cmd, stdout=out, stderr=out, preexec_fn=lambda: os.nice(max(0, nice - os.nice(0))))
         _, status, usage = os.wait4(proc.pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code != 0:

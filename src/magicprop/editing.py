@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 from .errors import MagicPropError, UsageError
-from .hub import check_sd1_folder, load_component
-from .models.configs import DEFAULT_IDS
+from .hub import DEFAULT_IDS, check_sd1_folder, load_component
 from .video import fit_image, resize_frames
 
 logger = logging.getLogger(__name__)

@@ -366,9 +366,7 @@ def _used(key: str, job: EditJob) -> bool:
 
 
 def _environment(pipe, version: str) -> dict[str, str]:
-    import diffusers
-    import torch
-    import transformers
+    from importlib.metadata import version as installed  # not the packages: a weight-free run never imports diffusers
 
-    return {"magicprop": version, "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__, "device": str(pipe.device), "dtype": str(pipe.dtype).replace("torch.", "")}  # fmt: skip
+    return {"magicprop": version, "torch": installed("torch"), "diffusers": installed("diffusers"),
+            "transformers": installed("transformers"), "device": str(pipe.device), "dtype": str(pipe.dtype).replace("torch.", "")}  # fmt: skip

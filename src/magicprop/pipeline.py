@@ -23,7 +23,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from .editing import (
 )  # fmt: skip
 from .errors import UsageError
 from .fileio import require_file
+from .hub import DEFAULT_IDS
 from .inputs import (  # noqa: F401 - check_call_inputs is also the pipeline's: the CLI runs it before loading
     DEFAULT_MAX_PIXELS, Sizes, check_call_inputs, check_max_pixels, fit_keyframe, keyframe_at, keyframe_to_source_size, load_keyframe, open_clip, plan_sizes, resize_mask,
     split_masks, to_source_size,
@@ -42,11 +43,11 @@ from .inputs import (  # noqa: F401 - check_call_inputs is also the pipeline's: 
 from .keyframes import KeyframeMatch, find_keyframe
 from .keyframes.series import carry_edit, check_series, series_order
 from .kept_keyframe import digest, keep_keyframe, kept_keyframe
-from .models.bundle import PropagationModels
-from .models.configs import DEFAULT_IDS
-from .models.encoders import vae_scale_factor
 from .propagation import AUTO, PropagationRequest, PropagationSettings, Propagator, get_propagator, resolve, resolve_keyframes
 from .video import Frames, resize_frames, working_size
+
+if TYPE_CHECKING:  # the models load diffusers and transformers (90 MB): a weight-free run never imports them
+    from .models.bundle import PropagationModels
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +131,8 @@ class MagicPropPipeline:
         dtype = resolve_dtype(torch_dtype, dev)
         models = None
         if chosen.needs_model:
+            from .models.bundle import PropagationModels
+
             models = PropagationModels.from_pretrained(propagation_model, allow_pickle=allow_pickle)
             move(models, "cpu" if enable_model_cpu_offload else dev, cast_if_needed(models.dtype, dtype))
         ids = {"base_model": str(base_model), "controlnet": str(controlnet), "depth_model": str(depth_model), "sam_model": str(sam_model),
@@ -173,6 +176,8 @@ class MagicPropPipeline:
         propagation VAE's factor."""
         multiple = 8
         if self.propagation_models is not None:
+            from .models.encoders import vae_scale_factor
+
             multiple = math.lcm(8, 2 * vae_scale_factor(self.propagation_models.vae))
         check_max_pixels(max_pixels, multiple * multiple)
         return working_size(height, width, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, multiple_of=multiple)

@@ -94,9 +94,12 @@ def _atomic_dir(path: Path) -> Iterator[Path]:
 # Writing clips
 # ---------------------------------------------------------------------------------------------------------------------
 def _lookahead(h: int, w: int) -> int:
-    """x264's rate-control lookahead in frames: its default 40 up to 1080p, fewer above, so that the encoder holds about
-    as much as at 1080p (measured at 4K: 1.43 GB of RSS with 40 frames, 0.76 GB with 10, the file 13% smaller)."""
-    return max(10, min(40, round(40 * 1920 * 1088 / (h * w))))
+    """x264's rate-control lookahead in frames: its default 40 up to 1080p, falling with the square of the frame's area
+    above (13 at 1440p), at least 4 (4K and more): each frame of lookahead holds about 25 MB at 4K. Measured at 4K (48
+    frames of koolshooters enlarged, crf 16): 1.43 GB of RSS with 40 frames, 0.76 GB with 10; with 4 another 150 MB
+    less than with 10, the file 10% smaller and 0.2 dB lower in PSNR (43.36 against 43.57 dB), still far above what
+    the eye tells apart."""
+    return max(4, min(40, round(40 * (1920 * 1088 / (h * w)) ** 2)))
 
 
 def _pal8(frame: np.ndarray) -> av.VideoFrame:
