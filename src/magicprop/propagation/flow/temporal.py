@@ -39,21 +39,24 @@ class TemporalBlend:
     # surface whose source colour changed is not the one the previous output showed there
     colour_tolerance: float = 24.0
     soften: float = 1.0  # px: the trust map is blurred this much, so a blended region ends without a seam
-    # `redrawn_detail` (grey levels) below which nothing is blended and above which all of `strength` is: on the
-    # sample clips colour grades and region edits measure 0.5-3.0, sketches and cartoons 3.5-19
-    redrawn: tuple[float, float] = (3.0, 6.0)
+    # `redrawn_detail` (grey levels) below which nothing is blended and above which all of `strength` is, linear in
+    # between (two floats, not a tuple: the work folder's fingerprint goes through JSON). On the 7 sample clips colour
+    # grades and region edits measure 0.5-3.0 (a few 5-7), sketches 2.1-12.7, cartoons 6.3-19.2
+    redrawn_from: float = 3.0
+    redrawn_to: float = 6.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength < 1.0:
             raise ValueError(f"TemporalBlend.strength must be in [0, 1), got {self.strength}")
-        if self.colour_tolerance <= 0 or self.soften < 0 or not 0 <= self.redrawn[0] < self.redrawn[1]:
-            raise ValueError(f"TemporalBlend: colour_tolerance must be > 0, soften >= 0 and 0 <= redrawn[0] < redrawn[1]"
-                             f", got {self.colour_tolerance}, {self.soften} and {self.redrawn}")  # fmt: skip
+        if self.colour_tolerance <= 0 or self.soften < 0 or not 0 <= self.redrawn_from < self.redrawn_to:
+            raise ValueError(f"TemporalBlend: colour_tolerance must be > 0, soften >= 0 and 0 <= redrawn_from < "
+                             f"redrawn_to, got {self.colour_tolerance}, {self.soften}, {self.redrawn_from} and "
+                             f"{self.redrawn_to}")  # fmt: skip
 
     def strength_for(self, redrawn: float) -> float:
-        """`strength` scaled by where an edit's `redrawn_detail` lies in the `redrawn` ramp."""
-        lo, hi = self.redrawn
-        return self.strength * float(np.clip((redrawn - lo) / (hi - lo), 0, 1))
+        """`strength` scaled by where an edit's `redrawn_detail` lies between `redrawn_from` and `redrawn_to`."""
+        ramp = (redrawn - self.redrawn_from) / (self.redrawn_to - self.redrawn_from)
+        return self.strength * float(np.clip(ramp, 0, 1))
 
 
 def redrawn_detail(source_keyframe: np.ndarray, edited_keyframe: np.ndarray, model: LocalAffine | None = None) -> float:
