@@ -4,7 +4,9 @@ Each frame is the edited keyframe sampled *once* through an anchored coordinate 
 source's frame-to-frame flow and corrected every frame against the source keyframe itself), so neither blur nor drift
 accumulates with the distance to the keyframe, unlike `baselines.propagate_flow`, which resamples its own output at
 every step. Pixels no keyframe explains are filled (`fill`: guided patch synthesis after Jamriska et al. 2019,
-"Stylizing Video by Example", when `patches` is available, else a colour transfer of the source).
+"Stylizing Video by Example", when `patches` is available, else a colour transfer of the source). Where the edit
+re-draws detail (a stylisation), each output is blended with the previous one carried along the source's flow
+(`temporal`): less flicker, and the mean of a re-drawn stroke is closer to the truth than any one drawing of it.
 
 Several keyframes: between two keyframes both chains reach every frame; per pixel the valid one nearer in time wins,
 with a short crossfade around the midpoint (`handover`) where both are valid (both are anchored to the same source,
