@@ -4,7 +4,9 @@ Each frame is the edited keyframe sampled *once* through an anchored coordinate 
 source's frame-to-frame flow and corrected every frame against the source keyframe itself), so neither blur nor drift
 accumulates with the distance to the keyframe, unlike `baselines.propagate_flow`, which resamples its own output at
 every step. Pixels no keyframe explains are filled (`fill`: guided patch synthesis after Jamriska et al. 2019,
-"Stylizing Video by Example", when `patches` is available, else a colour transfer of the source).
+"Stylizing Video by Example", when `patches` is available, else a colour transfer of the source). Where the edit
+re-draws detail (a stylisation), each output is blended with the previous one carried along the source's flow
+(`temporal`): less flicker, and the mean of a re-drawn stroke is closer to the truth than any one drawing of it.
 
 Several keyframes: between two keyframes both chains reach every frame; per pixel the valid one nearer in time wins,
 with a short crossfade around the midpoint (`handover`) where both are valid (both are anchored to the same source,
@@ -32,6 +34,7 @@ from .fill import (Carry, ColourTransfer, FillFunction, FillRequest, KeyframeCac
                             fallback_estimate)
 from .maps import AnchoredChain, AnchoredFrame, MapSettings
 from .resolution import Resized, detail_fill, shrink
+from .temporal import TemporalBlend, redrawn_detail, temporal_blend
 
 INTERPOLATIONS = {"cubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
 
@@ -52,6 +55,9 @@ class AnchoredSettings:
     appearance: bool = True
     appearance_radius: float = AppearanceSettings.radius  # px at 256 px on the short side (`AppearanceSettings`)
     appearance_eps: float = AppearanceSettings.eps
+    # each output frame blended with the previous one carried along the source's flow where that is reliable and the
+    # edit re-draws detail (`temporal`); strength 0: the plain render
+    temporal: TemporalBlend = TemporalBlend()
 
     @property
     def appearance_settings(self) -> AppearanceSettings:
@@ -94,18 +100,24 @@ class AnchoredFlowPropagator(Propagator):
     def __init__(self, *, correction_passes: int = 1, correction_refinement: int = 1, frame_flow: str = "medium",
                  mismatch_threshold: float = 28.0, interpolation: str = "lanczos", handover: float = 0.5,
                  feather: float = 6.0, fill_feather: float = 2.0, fill: str | FillFunction = "auto",
-                 synthesize=None, appearance: bool = True, measure_pixels: int = MapSettings.measure_pixels):  # fmt: skip
+                 synthesize=None, appearance: bool = True, measure_pixels: int = MapSettings.measure_pixels,
+                 temporal_blend: float | TemporalBlend = TemporalBlend.strength):  # fmt: skip
         """Options are those of `MapSettings` (the maps) and `AnchoredSettings`; fill: "auto" (patch synthesis when
         `patches` imports, else the colour transfer), "patches", "colour", or a function of a `FillRequest`;
         synthesize: the patch synthesiser to use instead of `patches.synthesize`; appearance: carry the source's
         change since the keyframe into the edit (`appearance.LocalAffine`), in the warp and in the fill;
-        measure_pixels: the maps of a larger clip are measured at this many pixels and brought up (0: at full size)."""
+        measure_pixels: the maps of a larger clip are measured at this many pixels and brought up (0: at full size);
+        temporal_blend: how much of the previous output, carried along the source's flow, each frame keeps where the
+        edit re-draws detail (`temporal.TemporalBlend`, or its strength; 0: none)."""
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
         self.maps = MapSettings(frame_flow=frame_flow, correction_passes=correction_passes,
                                 correction_refinement=correction_refinement,
                                 mismatch_threshold=mismatch_threshold, measure_pixels=measure_pixels)  # fmt: skip
-        self.settings = AnchoredSettings(interpolation, handover, feather, fill_feather, appearance)
+        if not isinstance(temporal_blend, TemporalBlend):
+            temporal_blend = TemporalBlend(strength=float(temporal_blend))
+        self.settings = AnchoredSettings(interpolation, handover, feather, fill_feather, appearance,
+                                         temporal=temporal_blend)  # fmt: skip
         self.fill, self.fill_name = resolve_fill(fill, synthesize)
 
     def fingerprint(self, request: PropagationRequest) -> dict:
@@ -271,7 +283,20 @@ class _Run:
 
     def finish(self, frame: AnchoredFrame, rendered: np.ndarray, valid: np.ndarray, previous: np.ndarray, k: int,
                pair: tuple[int, int] | None, alpha: float, map_: np.ndarray | None) -> np.ndarray:  # fmt: skip
-        """The output frame: `rendered` where valid, the fill elsewhere. map_: frame t's map into keyframe k at the
+        """The output frame (`compose`), blended with the previous output carried along the source's flow
+        (`temporal.temporal_blend`; not at a scaled render, whose flow is the measuring size's)."""
+        output = self.compose(frame, rendered, valid, previous, k, pair, alpha, map_)
+        settings = self.p.settings.temporal
+        if self.small is not None or settings.strength == 0:
+            return output
+        source, measured = self.request.source, frame.at_measured_size
+        redrawn = self.cache.get("redrawn", k, lambda: redrawn_detail(source[k], self.request.keyframes[k], self.model(k)))
+        return temporal_blend(output, previous, source[frame.index], source[frame.index - frame.step], measured.flow,
+                              measured.flow_ok, settings, settings.strength_for(redrawn))  # fmt: skip
+
+    def compose(self, frame: AnchoredFrame, rendered: np.ndarray, valid: np.ndarray, previous: np.ndarray, k: int,
+                pair: tuple[int, int] | None, alpha: float, map_: np.ndarray | None) -> np.ndarray:  # fmt: skip
+        """The output frame before blending: `rendered` where valid, the fill elsewhere. map_: frame t's map into keyframe k at the
         measuring size. A scaled render fills at the measuring size and brings the fill up (`resolution.detail_fill`)."""
         if valid.all():
             return rendered

@@ -1,0 +1,99 @@
+"""Temporal blending of `flow`'s output along the source's motion: less flicker where an edit re-draws its detail.
+
+A stylised edit re-draws its details on every source frame (a cartoon's outlines, a sketch's grain), and whole-frame
+patch synthesis re-chooses its patches on every frame, so the same surface point gets a slightly different stroke each
+frame: the output boils. The MSE-best estimate of a detail re-drawn every frame is its mean over the frames that show
+it, so blending each frame with the previous output carried along the source's flow (a recursive average along the
+motion),
+
+    out_t = (1 - a) * render_t + a * warp(out_{t-1}),
+
+lowers flicker and raises PSNR at once on such edits. Where the edit is a colour mapping of the source (a grade, a
+region recoloured), the render is already right and steady, and the carry only adds resampling blur and lag: measured
+on dog with bright->cyan, -0.1 to -0.4 dB at every setting tried. So `a` is scaled by how much detail the edit draws
+that no local colour mapping of the source explains (`redrawn_detail`, read once per keyframe), and applied only where
+the carry can be trusted: the flow passes the forward-backward check and stays in the frame, and the source frame
+agrees with the previous source frame carried the same way (a soft ramp); 0 wherever content is new. A keyframe is never
+blended (it is returned as given).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .appearance import LocalAffine
+from .maps import identity_map
+
+
+@dataclass(frozen=True)
+class TemporalBlend:
+    """How much of the previous output, carried along the source's flow, each frame keeps (strength 0: the plain
+    render). Measured on cartoon x {dog, flamingo, breakdance} (256 px, 32 frames, keyframe 0): strength 0.35 / 0.5 /
+    0.65 gave +0.15 / +0.19 / +0.20 dB and flicker 0.0420 -> 0.0377 / 0.0362 / 0.0348."""
+
+    strength: float = 0.5  # `a` where the carry is fully trusted and the edit fully re-drawn
+    # mean |source_t - carried source_{t-1}| (grey levels, RGB mean) at which trust falls to 0 (1 at 0, linear): a
+    # surface whose source colour changed is not the one the previous output showed there
+    colour_tolerance: float = 24.0
+    soften: float = 1.0  # px: the trust map is blurred this much, so a blended region ends without a seam
+    # `redrawn_detail` (grey levels) below which nothing is blended and above which all of `strength` is, linear in
+    # between (two floats, not a tuple: the work folder's fingerprint goes through JSON). On the 7 sample clips colour
+    # grades and region edits measure 0.5-3.0 (a few 5-7), sketches 2.1-12.7, cartoons 6.3-19.2
+    redrawn_from: float = 3.0
+    redrawn_to: float = 6.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.strength < 1.0:
+            raise ValueError(f"TemporalBlend.strength must be in [0, 1), got {self.strength}")
+        if self.colour_tolerance <= 0 or self.soften < 0 or not 0 <= self.redrawn_from < self.redrawn_to:
+            raise ValueError(f"TemporalBlend: colour_tolerance must be > 0, soften >= 0 and 0 <= redrawn_from < "
+                             f"redrawn_to, got {self.colour_tolerance}, {self.soften}, {self.redrawn_from} and "
+                             f"{self.redrawn_to}")  # fmt: skip
+
+    def strength_for(self, redrawn: float) -> float:
+        """`strength` scaled by where an edit's `redrawn_detail` lies between `redrawn_from` and `redrawn_to`."""
+        ramp = (redrawn - self.redrawn_from) / (self.redrawn_to - self.redrawn_from)
+        return self.strength * float(np.clip(ramp, 0, 1))
+
+
+def redrawn_detail(source_keyframe: np.ndarray, edited_keyframe: np.ndarray, model: LocalAffine | None = None) -> float:
+    """Mean |E - (A S + b)| in grey levels over the keyframe pair: the detail the edit draws that its local affine
+    colour model (`appearance.LocalAffine`, fitted here unless given) does not explain. ~0 for a colour grade."""
+    model = model if model is not None else LocalAffine(source_keyframe, edited_keyframe)
+    return float(np.abs(edited_keyframe.astype(np.float32) - model.predict(source_keyframe)).mean())
+
+
+def carry_along(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """(H, W, C) float32: `image` (the previous frame's) read at x + flow(x), the flow from this frame to that one."""
+    at = identity_map(*flow.shape[:2]) + flow
+    return cv2.remap(image.astype(np.float32), at[..., 0], at[..., 1], cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+
+
+def blend_weight(strength: float, settings: TemporalBlend, source_frame: np.ndarray, previous_source: np.ndarray,
+                 flow: np.ndarray, flow_ok: np.ndarray) -> np.ndarray:  # fmt: skip
+    """(H, W) float32 in [0, strength]: the weight of the carried previous output at each pixel."""
+    carried_source = carry_along(previous_source, flow)
+    difference = np.abs(source_frame.astype(np.float32) - carried_source).mean(axis=2)
+    trust = np.clip(1 - difference / settings.colour_tolerance, 0, 1) * flow_ok
+    if settings.soften > 0:
+        # blur, then keep it no higher than before: a pixel the check rejects stays at 0 (no ghost of occluded content)
+        trust = np.minimum(trust, cv2.GaussianBlur(trust, (0, 0), settings.soften))
+    return (strength * trust).astype(np.float32)
+
+
+def temporal_blend(output: np.ndarray, previous: np.ndarray, source_frame: np.ndarray, previous_source: np.ndarray,
+                   flow: np.ndarray, flow_ok: np.ndarray, settings: TemporalBlend, strength: float | None = None
+                   ) -> np.ndarray:  # fmt: skip
+    """(H, W, 3) uint8: `output` (frame t as rendered) blended with `previous` (the output of the chain's previous
+    frame) carried along the source's flow from t to it (flow: (H, W, 2), flow_ok: (H, W) bool), by `blend_weight`;
+    exactly `output` where the weight is 0. strength: `a` for this edit (default `settings.strength`)."""
+    strength = settings.strength if strength is None else strength
+    if strength == 0:
+        return output
+    weight = blend_weight(strength, settings, source_frame, previous_source, flow, flow_ok)[..., None]
+    mixed = output * (1 - weight) + carry_along(previous, flow) * weight
+    return np.where(weight > 0, np.clip(np.rint(mixed), 0, 255), output).astype(np.uint8)

@@ -1,0 +1,97 @@
+"""`flow`'s temporal blend (`propagation.flow.temporal`): a recursive average along the source's motion that lowers the
+flicker of re-drawn detail, is exact where it must not act (keyframes, untrusted flow, colour edits), and deterministic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fixtures
+
+from magicprop.evaluation import temporal_flicker
+from magicprop.propagation.base import PropagationRequest
+from magicprop.propagation.flow.propagator import AnchoredFlowPropagator
+from magicprop.propagation.flow.temporal import TemporalBlend, redrawn_detail, temporal_blend
+
+FRAMES, SIZE = 8, 64
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255**2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
+
+
+def noisy_static_clip(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(source, truth, render): a still textured clip, its truth (a per-pixel edit) and a render of it with fresh
+    noise on every frame, as a re-drawn stroke or a re-chosen patch gives."""
+    source = np.repeat(fixtures.panning_clip(1, SIZE, (0, 0), seed), FRAMES, axis=0)
+    truth = (255 - source).copy()
+    noise = np.random.default_rng(seed).normal(0, 12, truth.shape)
+    return source, truth, np.clip(np.rint(truth + noise), 0, 255).astype(np.uint8)
+
+
+def blend_clip(render: np.ndarray, source: np.ndarray, settings: TemporalBlend, ok: np.ndarray | None = None
+               ) -> np.ndarray:  # fmt: skip
+    """The recursion the propagator runs: frame 0 as given (the keyframe), then each frame blended with the last output."""
+    flow = np.zeros((*source.shape[1:3], 2), np.float32)
+    ok = np.ones(source.shape[1:3], bool) if ok is None else ok
+    out = [render[0]]
+    for t in range(1, len(render)):
+        out.append(temporal_blend(render[t], out[-1], source[t], source[t - 1], flow, ok, settings))
+    return np.stack(out)
+
+
+def test_blend_lowers_flicker_and_error_of_per_frame_noise():
+    source, truth, render = noisy_static_clip()
+    plain = temporal_flicker(render, truth, source).mean()
+    figures = []
+    for strength in (0.35, 0.65):
+        blended = blend_clip(render, source, TemporalBlend(strength=strength))
+        figures.append(temporal_flicker(blended, truth, source).mean())
+        assert psnr(blended[1:], truth[1:]) > psnr(render[1:], truth[1:]) + 1.0  # the mean is the MSE-best estimate
+    assert figures[1] < figures[0] < 0.8 * plain  # more blending, less flicker
+
+
+def test_blend_leaves_untrusted_pixels_and_the_first_frame_exact():
+    source, truth, render = noisy_static_clip()
+    ok = np.ones(source.shape[1:3], bool)
+    ok[:, : SIZE // 2] = False  # the flow check failed on the left half
+    changed = source.copy()
+    changed[:, SIZE // 2 :, : SIZE // 4] = 255 - changed[:, SIZE // 2 :, : SIZE // 4]  # a source that changes each frame
+    changed[1::2, SIZE // 2 :, : SIZE // 4] = source[1::2, SIZE // 2 :, : SIZE // 4]
+    blended = blend_clip(render, changed, TemporalBlend(strength=0.5), ok)
+    assert np.array_equal(blended[0], render[0])
+    assert np.array_equal(blended[:, :, : SIZE // 2], render[:, :, : SIZE // 2])
+    assert np.array_equal(blended[1:, SIZE // 2 :, : SIZE // 4 - 2], render[1:, SIZE // 2 :, : SIZE // 4 - 2])
+    assert not np.array_equal(blended[1:, SIZE // 2 :, SIZE // 2 :], render[1:, SIZE // 2 :, SIZE // 2 :])
+    zero = blend_clip(render, source, TemporalBlend(strength=0.0))
+    assert np.array_equal(zero, render)
+
+
+def test_redrawn_detail_separates_colour_edits_from_redrawn_texture():
+    source = fixtures.panning_clip(1, SIZE, (0, 0))[0]
+    grade = np.clip(source.astype(np.float32) * [0.8, 1.1, 0.9] + 12, 0, 255).astype(np.uint8)
+    texture = np.random.default_rng(1).integers(0, 2, source.shape[:2])[..., None] * 60
+    drawn = np.clip(grade.astype(np.int64) - texture, 0, 255).astype(np.uint8)  # strokes the source does not explain
+    settings = TemporalBlend()
+    assert settings.strength_for(redrawn_detail(source, grade)) == 0.0
+    assert settings.strength_for(redrawn_detail(source, drawn)) == settings.strength
+    with pytest.raises(ValueError, match="strength"):
+        TemporalBlend(strength=1.0)
+
+
+def run(source, keyframes, **options) -> np.ndarray:
+    request = PropagationRequest(source=source, keyframes=keyframes, progress=False)
+    return np.stack(list(AnchoredFlowPropagator(fill="colour", **options)(request)))
+
+
+def test_propagator_blends_redrawn_edits_only_and_keeps_keyframes_and_bytes():
+    source = fixtures.panning_clip(FRAMES, SIZE, (1, 1))
+    grade = (255 - source)[..., ::-1].copy()  # a colour edit: the gate keeps the blend off, the output is the render
+    assert np.array_equal(run(source, {0: grade[0]}), run(source, {0: grade[0]}, temporal_blend=0.0))
+    texture = np.random.default_rng(2).integers(0, 2, source.shape[1:3])[..., None] * 80
+    drawn = np.clip(grade[0].astype(np.int64) - texture, 0, 255).astype(np.uint8)
+    keys = {0: drawn, FRAMES - 1: drawn}
+    blended, plain = run(source, keys), run(source, keys, temporal_blend=0.0)
+    assert not np.array_equal(blended, plain)
+    assert np.array_equal(blended[0], drawn) and np.array_equal(blended[-1], drawn)  # keyframes as given
+    assert np.array_equal(blended, run(source, keys))  # same input, same bytes
