@@ -149,3 +149,19 @@ def test_same_result_on_one_worker_and_two(pan):
     for k in table.candidates:
         assert one.masks[k].keys() == table.masks[k].keys()
         assert all(np.array_equal(one.masks[k][t], table.masks[k][t]) for t in table.masks[k])
+
+
+def test_where_the_maps_explain_little_the_suggestions_are_spaced_evenly():
+    """Noise in every frame (nothing tracks from one frame to the next, as on water): coverage cannot rank frames, so
+    the plan spaces its keyframes evenly and says so; with a given keyframe, around it."""
+    clip = np.random.default_rng(5).integers(0, 256, (12, H, W, 3), dtype=np.uint8)
+    table = measure_coverage(clip, progress=False)
+    plan = suggest_keyframes(table, max_keyframes=3, target=0.95)
+    assert plan.coverage.mean() < 0.5 and plan.spacing == "even"
+    assert plan.keyframes == evenly_spaced(12, 3) == [2, 6, 10]
+    around = suggest_keyframes(table, [0], max_keyframes=2, target=0.95)
+    assert around.spacing == "even" and around.keyframes == [0, 4, 9]  # 11 frames after 0 split as evenly_spaced splits a clip
+    both = suggest_keyframes(table, [0, 11], max_keyframes=2, target=0.95)
+    assert both.keyframes == [0, 4, 7, 11]  # between two keyframes: thirds
+    tracked, _ = plan_keyframes(panning_clip(T, (H, W), (1, 3), seed=4), max_keyframes=2, progress=False)
+    assert tracked.spacing == "coverage"

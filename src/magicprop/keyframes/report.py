@@ -24,6 +24,7 @@ def plan_record(plan: KeyframePlan, table: CoverageTable) -> dict:
         "coverage_given": [round(float(c), 4) for c in plan.coverage_given],  # per frame, with the given ones alone
         "coverage_steps": [[round(float(c), 4) for c in step] for step in plan.steps],  # after each suggestion
         "objective": OBJECTIVE,
+        "spacing": plan.spacing,  # "even" where the maps explain too little for coverage to rank frames
         "measured": {"frames": table.num_frames, "height": table.size[0], "width": table.size[1],
                      "candidates": table.candidates, "candidates_every": table.stride},  # fmt: skip
     }
@@ -45,6 +46,9 @@ def format_plan(plan: KeyframePlan, table: CoverageTable) -> str:
         order = ", ".join(map(str, plan.suggested))
         verdict = "then every frame reaches the target" if plan.reached else f"{len(plan.below_target)} frames stay below it (raise --max)"
         lines.append(f"suggested: edit frame{'s' if len(plan.suggested) > 1 else ''} {order}, in this order; {verdict}")
+        if plan.spacing == "even":
+            lines.append(f"  (spaced evenly: the clip's motion is tracked over only {plan.coverage.mean():.0%} of it, too little "
+                         "for coverage to say which frames need a keyframe)")
     elif plan.reached:
         lines.append("suggested: none; the given keyframes already explain every frame up to the target")
     else:

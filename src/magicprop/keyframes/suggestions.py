@@ -14,6 +14,10 @@ What the search optimises, in two steps:
    union of its two neighbours, while a warp degrades with distance: placed by validity alone, budgets of 2 and 3 lost
    0.6-1.2 dB against evenly spaced keyframes on real clips.
 The suggestions are then ordered as step 1 would add them: the order to edit them in.
+
+Where the maps explain too little of the clip (mean coverage with the suggestions under `RELIABLE_COVERAGE`: water,
+smoke, fast non-rigid motion), coverage is noise and cannot rank frames: the suggestions are then spaced evenly
+instead (`spaced_keyframes`), and the plan says so (`KeyframePlan.spacing`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ from .coverage import CoverageSettings, CoverageTable, measure_coverage
 # real clips x one edit (background, puff, mallard_water x cartoon) among 4-32 and none, where 16 and 32 gave
 # suggestions within 0.1 dB of evenly spaced keyframes and none (plain validity) 0.6-1.2 dB below them.
 HORIZON: float | None = 32.0
+# Mean coverage below which coverage does not rank frames. On the 4 longest real clips the maps explain 0.93-0.99 of
+# every clip but mallard_water's (0.26-0.34: its water is not tracked), and there alone coverage-placed keyframes lost
+# to evenly spaced ones by more than 0.2 dB (up to 0.47 where new content appears). Set from that one clip.
+RELIABLE_COVERAGE = 0.5
 OBJECTIVE = ("how many: greedy on the sum over frames of min(coverage, target); where: each moved to maximise the coverage "
              f"weighted by 1/(1 + d/{HORIZON:g}) for its distance d, every frame kept at the target once reached")
 
@@ -44,6 +52,7 @@ class KeyframePlan:
     coverage_given: np.ndarray  # (T,) with the given keyframes alone (zeros when none was given)
     coverage: np.ndarray  # (T,) with the given and the suggested keyframes
     steps: tuple[np.ndarray, ...]  # (T,) coverage after each suggestion, in order
+    spacing: str = "coverage"  # "coverage": placed by the coverage; "even": spaced evenly (the maps explain too little)
 
     @property
     def keyframes(self) -> list[int]:
@@ -119,13 +128,19 @@ def suggest_keyframes(table: CoverageTable, given: Sequence[int] = (), *, max_ke
         if not moved:
             break
 
+    # Too little explained for coverage to rank frames: space them evenly instead (see RELIABLE_COVERAGE)
+    spacing = "coverage"
+    if suggested and table.coverage(given + suggested).mean() < RELIABLE_COVERAGE:
+        suggested, spacing = spaced_keyframes(table, given, len(suggested)), "even"
+
     # 3. The order to edit them in
     ordered: list[int] = []
     while len(ordered) < len(suggested):
         ordered.append(_best_addition(table, given + ordered, [c for c in suggested if c not in ordered], capped, above=-1.0))
     steps = tuple(table.coverage(given + ordered[: i + 1]) for i in range(len(ordered)))
     coverage_given = table.coverage(given)
-    return KeyframePlan(tuple(given), tuple(ordered), target, coverage_given, steps[-1] if steps else coverage_given, steps)
+    return KeyframePlan(tuple(given), tuple(ordered), target, coverage_given, steps[-1] if steps else coverage_given, steps,
+                        spacing)  # fmt: skip
 
 
 def plan_keyframes(source, given: Sequence[int] = (), *, max_keyframes: int = 5, target: float = 0.95,
@@ -156,6 +171,38 @@ def _best_addition(table: CoverageTable, chosen: list[int], candidates, score, a
         if value > bar + 1e-9:
             best, bar = c, value
     return best
+
+
+def spaced_keyframes(table: CoverageTable, given: Sequence[int], count: int) -> list[int]:
+    """`count` measured candidates spaced evenly around `given`, as `evenly_spaced` spaces them in a clip: each new
+    keyframe goes to the stretch whose frames are farthest from a keyframe (between two keyframes, or the clip's
+    start or end, where a keyframe serves frames on one side only), and each stretch's keyframes split it evenly;
+    each is then moved to the nearest free candidate."""
+    if not given:
+        targets = evenly_spaced(table.num_frames, count)
+    else:
+        last = table.num_frames - 1
+        # (start, end, open side): frames from start to end; the open side has no keyframe beyond it
+        gaps = [(0, given[0], "start")] if given[0] > 0 else []
+        gaps += [(a, b, None) for a, b in zip(given, given[1:]) if b - a > 1]
+        gaps += [(given[-1], last, "end")] if given[-1] < last else []
+        # the farthest any frame of a stretch is from its keyframes with m more of them, evenly split
+        reach = lambda g, m: (g[1] - g[0]) / (2 * m + 1 if g[2] else 2 * m + 2)  # noqa: E731
+        shares = [0] * len(gaps)
+        for _ in range(count if gaps else 0):
+            i = max(range(len(gaps)), key=lambda j: (reach(gaps[j], shares[j]), -j))
+            shares[i] += 1
+        targets = []
+        for (a, b, side), m in zip(gaps, shares):
+            step = (b - a) / (m + 0.5 if side else m + 1)
+            targets += [b - j * step if side == "start" else a + j * step for j in range(1, m + 1)]
+    free, picks = [c for c in table.candidates if c not in given], []
+    for t in targets:
+        if free:
+            pick = min(free, key=lambda c: (abs(c - t), c))
+            picks.append(pick)
+            free.remove(pick)
+    return sorted(picks)
 
 
 def evenly_spaced(num_frames: int, count: int) -> list[int]:
