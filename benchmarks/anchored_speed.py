@@ -118,7 +118,7 @@ def stages(clip: np.ndarray, edited: np.ndarray, fill: str, skip: int = 3) -> di
             setattr(owner, name, original)
     out = {label: s / n for label, s in sorted(spent.items(), key=lambda kv: -kv[1])}
     out["(the process, all threads)"] = cpu / n
-    # of which in the kernel (page faults of fresh full-size temporaries: `resolution.tune_malloc`), and those faults
+    # of which in the kernel (page faults of fresh full-size temporaries: `allocator.keep_freed_pages`), and those faults
     out["(of it, kernel time)"] = (after.ru_stime - before.ru_stime) / n
     out["(page faults per frame, thousands)"] = (after.ru_minflt - before.ru_minflt) / n / 1000
     return out

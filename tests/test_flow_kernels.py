@@ -9,7 +9,8 @@ import pytest
 
 from magicprop.propagation.flow import appearance, maps
 from magicprop.propagation.flow.geometry import colour_mismatch, inside, local_distance
-from magicprop.propagation.flow.resolution import enlarge, tune_malloc
+from magicprop.allocator import keep_freed_pages
+from magicprop.propagation.flow.resolution import enlarge
 
 
 @pytest.fixture
@@ -70,5 +71,19 @@ def test_full_size_validity_is_the_numpy_expression(rng):
     assert 0 < fully.sum() < fully.size and 0 < valid.sum() < valid.size  # both outcomes exercised
 
 
-def test_tune_malloc_is_set_once():
-    assert tune_malloc() is tune_malloc()  # cached: one mallopt per process, whatever it answered
+def test_keep_freed_pages_is_set_once():
+    assert keep_freed_pages() is keep_freed_pages()  # cached: one mallopt per process, whatever it answered
+
+
+def test_freed_pages_are_kept_for_a_scaled_render_up_to_1440p_only(monkeypatch):
+    """A 1080p render keeps its temporaries' pages (speed); a 4K one hands them back (memory); a clip measured at its
+    own size asks for nothing."""
+    import magicprop.propagation.flow.maps as maps
+
+    calls = []
+    monkeypatch.setattr(maps, "keep_freed_pages", lambda: calls.append(1))
+    for (h, w), expected in [((1080, 1920), 1), ((2160, 3840), 0), ((240, 320), 0)]:
+        calls.clear()
+        clip = np.zeros((2, h, w, 3), np.uint8)
+        chain = maps.AnchoredChain(clip, 0, 1)
+        assert len(calls) == expected and chain.scaled == (h * w > maps.MapSettings.measure_pixels)

@@ -45,7 +45,7 @@ def test_x264_lookahead_is_its_default_up_to_1080p_and_falls_above():
 
 _FREED_CHILD = """
 import numpy as np
-from magicprop.cli import return_freed_memory
+from magicprop.allocator import return_freed_memory
 
 def resident_mb():
     with open("/proc/self/status") as f:
@@ -68,7 +68,7 @@ print(grown, resident_mb() - before)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_freed_frames_go_back_to_the_system_between_arrays_that_stay():
     # a fresh process: the allocator's state is per process, and a full-resolution render earlier in this one may
-    # have left free heap pages (resolution.tune_malloc) that large blocks are served from before any mmap
+    # have left free heap pages (allocator.keep_freed_pages) that large blocks are served from before any mmap
     out = subprocess.run([sys.executable, "-c", _FREED_CHILD], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     grown, left = (float(v) for v in out.stdout.split())

@@ -14,6 +14,7 @@ import os
 import sys
 import traceback
 
+from .allocator import return_freed_memory
 from .errors import MagicPropError
 
 # Order is the order of `magicprop --help`.
@@ -67,24 +68,8 @@ def _version() -> str:
     return __version__
 
 
-def return_freed_memory(threshold: int = 1 << 20) -> bool:
-    """Have glibc map every allocation over `threshold` bytes on its own and unmap it when freed. By default its mmap
-    threshold rises to the size of each large block freed (up to 32 MB), so a 4K uint8 frame (25 MB) freed once comes
-    from the heap from then on, and the heap keeps its high-water mark while frames of several sizes come and go: a
-    16-frame 4K `flow` run peaked at 2.64 GB of RSS, 2.41 GB with this (the same output bytes). False where there is
-    no glibc."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(-3, threshold))  # M_MMAP_THRESHOLD; setting it also stops its rise
-    except (OSError, AttributeError):
-        return False
-
-
 def main(argv: list[str] | None = None) -> int:
-    return_freed_memory()
+    return_freed_memory()  # a run's freed frames go back to the system (`allocator`)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

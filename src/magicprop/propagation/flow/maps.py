@@ -24,7 +24,8 @@ from numba import njit
 
 from .geometry import (colour_mismatch, compose, identity_map, inside, local_distance, sample,  # noqa: F401 - also maps' API
                        sample_points)
-from .resolution import KEEP_PAGES_MAX_PIXELS, Resized, enlarge, measure_size, tune_malloc, upsample_map
+from ...allocator import KEEP_PAGES_MAX_PIXELS, keep_freed_pages
+from .resolution import Resized, enlarge, measure_size, upsample_map
 
 PRESETS = {"medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST}
 MIN_FLOW_SIDE = 32  # DIS refuses frames under ~12 px a side (its patches and pyramid): smaller ones are padded
@@ -279,7 +280,7 @@ class AnchoredChain:
         if self.scaled and (measured is None or measured.size != (h, w)):
             measured = Resized(source, (h, w))
         if self.scaled and source.shape[1] * source.shape[2] <= KEEP_PAGES_MAX_PIXELS:
-            tune_malloc()  # full-size frames: keep their temporaries' pages (`resolution.tune_malloc`), up to 1440p
+            keep_freed_pages()  # full-size frames reuse their temporaries' pages, up to 1440p (`allocator`)
         self.source = measured if self.scaled else source
         self.key_grey = cv2.cvtColor(self.source[keyframe_index], cv2.COLOR_RGB2GRAY)
         if self.scaled:

@@ -15,8 +15,6 @@ fully visible neighbourhoods keep their label, and in between (the boundary band
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import math
 import threading
 
@@ -32,29 +30,6 @@ MIN_MEASURE_SIDE = 32  # a measured side is never shrunk below this (DIS needs r
 # flat regions, where the flow is noise, spread by a pixel or so (16% of the cells of a 1080p clip measured at 0.35 Mpx;
 # 3% spread by more than 2 px), and a blend there is wrong by half the spread at most
 BOUNDARY_SPREAD = 2.0
-
-
-# glibc's malloc returns every freed block over its (dynamic) mmap threshold to the kernel, and trims the heap top
-# once it is free: each full-size temporary of a frame (a 1080p float32 image is 25 MB) then comes back as fresh
-# pages, ~65,000 page faults per 1080p frame, 0.15-0.2 CPU s of kernel time per frame (a quarter of the whole
-# frame). Keeping blocks up to 32 MB on the heap with 256 MB of slack at its top lets each frame reuse the last one's
-# pages (`tune_malloc`). Only the allocator's policy changes: no number computed.
-_MALLOC = {-3: 32 << 20, -2: 256 << 20}  # M_MMAP_THRESHOLD (its maximum on 64-bit), M_TOP_PAD
-# Above 1440p the trade turns: the heap would keep a 4K clip's 25-33 MB frame blocks (+0.54 GB peak RSS at 4K, for
-# 0.68x the CPU), and a 4K run is bound by memory first (issue 23's 2.5 GB): there freed frames go back to the system.
-KEEP_PAGES_MAX_PIXELS = 2560 * 1440
-
-
-@functools.cache
-def tune_malloc() -> bool:
-    """The malloc policy above, set once per process where glibc is the allocator (a render at full resolution up to
-    `KEEP_PAGES_MAX_PIXELS` calls it). False where there is no `mallopt` (another libc) or it refused."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return all([mallopt(option, value) == 1 for option, value in _MALLOC.items()])
 
 
 def measure_size(height: int, width: int, pixels: int) -> tuple[int, int]:
