@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from .appearance import LocalAffine
-from .maps import identity_map
+from .geometry import identity_map, sample
 
 
 @dataclass(frozen=True)
@@ -66,17 +66,10 @@ def redrawn_detail(source_keyframe: np.ndarray, edited_keyframe: np.ndarray, mod
     return float(np.abs(edited_keyframe.astype(np.float32) - model.predict(source_keyframe)).mean())
 
 
-def carry_along(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """(H, W, C) float32: `image` (the previous frame's) read at x + flow(x), the flow from this frame to that one."""
-    at = identity_map(*flow.shape[:2]) + flow
-    return cv2.remap(image.astype(np.float32), at[..., 0], at[..., 1], cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
-
-
-def blend_weight(strength: float, settings: TemporalBlend, source_frame: np.ndarray, previous_source: np.ndarray,
-                 flow: np.ndarray, flow_ok: np.ndarray) -> np.ndarray:  # fmt: skip
-    """(H, W) float32 in [0, strength]: the weight of the carried previous output at each pixel."""
-    carried_source = carry_along(previous_source, flow)
+def blend_weight(strength: float, settings: TemporalBlend, source_frame: np.ndarray, carried_source: np.ndarray,
+                 flow_ok: np.ndarray) -> np.ndarray:  # fmt: skip
+    """(H, W) float32 in [0, strength]: the weight of the carried previous output at each pixel (carried_source: the
+    previous source frame carried along the same flow, float32)."""
     difference = np.abs(source_frame.astype(np.float32) - carried_source).mean(axis=2)
     trust = np.clip(1 - difference / settings.colour_tolerance, 0, 1) * flow_ok
     if settings.soften > 0:
@@ -94,6 +87,8 @@ def temporal_blend(output: np.ndarray, previous: np.ndarray, source_frame: np.nd
     strength = settings.strength if strength is None else strength
     if strength == 0:
         return output
-    weight = blend_weight(strength, settings, source_frame, previous_source, flow, flow_ok)[..., None]
-    mixed = output * (1 - weight) + carry_along(previous, flow) * weight
+    at = identity_map(*flow.shape[:2]) + flow  # one map for the source and the output carried the same way
+    carried_source = sample(previous_source.astype(np.float32), at, cv2.INTER_LINEAR)
+    weight = blend_weight(strength, settings, source_frame, carried_source, flow_ok)[..., None]
+    mixed = output * (1 - weight) + sample(previous.astype(np.float32), at, cv2.INTER_LINEAR) * weight
     return np.where(weight > 0, np.clip(np.rint(mixed), 0, 255), output).astype(np.uint8)
