@@ -5,7 +5,8 @@ For every frame, the fraction of its pixels the chosen keyframes explain: where 
 neighbouring keyframes explain, as `flow` does. Content no keyframe shows (a head turning away, a door opening) can
 only be filled, so a frame far below 1 needs another keyframe near it. The suggestions are the frames to edit next, in
 that order, chosen greedily to maximise the sum over frames of min(coverage, target), until every frame reaches the
-target or --max keyframes are suggested. Coverage is measured at a reduced size (--size px on the long side) from
+target or --max keyframes are suggested. Where the maps explain under half of the clip (water, smoke: nothing is
+tracked), coverage cannot rank frames and the suggestions are spaced evenly instead ("spacing": "even"). Coverage is measured at a reduced size (--size px on the long side) from
 candidate keyframes every few frames, so a 231-frame clip takes about 20 s of CPU time.
 
 Writes OUT.json ("suggested": frame indices in the order to edit them, "coverage": per frame, ...) and OUT.png
