@@ -10,6 +10,7 @@ from magicprop.errors import UsageError
 from magicprop.keyframes import (
     CoverageSettings, CoverageTable, evenly_spaced, measure_coverage, plan_keyframes, suggest_keyframes,
 )  # fmt: skip
+from magicprop.keyframes.report import format_plan, plan_record
 from magicprop.propagation.flow.maps import anchored_maps
 
 T, H, W = 10, 64, 96
@@ -159,6 +160,7 @@ def test_where_the_maps_explain_little_the_suggestions_are_spaced_evenly():
     plan = suggest_keyframes(table, max_keyframes=3, target=0.95)
     assert plan.coverage.mean() < 0.5 and plan.spacing == "even"
     assert plan.keyframes == evenly_spaced(12, 3) == [2, 6, 10]
+    assert "spaced evenly" in format_plan(plan, table) and plan_record(plan, table)["spacing"] == "even"
     around = suggest_keyframes(table, [0], max_keyframes=2, target=0.95)
     assert around.spacing == "even" and around.keyframes == [0, 4, 9]  # 11 frames after 0 split as evenly_spaced splits a clip
     both = suggest_keyframes(table, [0, 11], max_keyframes=2, target=0.95)
