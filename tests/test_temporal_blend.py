@@ -3,6 +3,7 @@ flicker of re-drawn detail, is exact where it must not act (keyframes, untrusted
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -66,6 +67,41 @@ def test_blend_leaves_untrusted_pixels_and_the_first_frame_exact():
     zero = blend_clip(render, source, TemporalBlend(strength=0.0))
     assert np.array_equal(zero, render)
 
+
+
+def test_cubic_carry_keeps_the_detail_a_bilinear_carry_blurs_away():
+    """The recursion resamples the carried frame once per frame: along a half-pixel motion a bilinear carry halves the
+    texture's Laplacian energy within 24 frames, a cubic one (the default) keeps ~90% of it and stays on the truth."""
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
+    rng = np.random.default_rng(0)
+    waves = [(rng.uniform(-0.3, 0.3), rng.uniform(-0.3, 0.3), rng.uniform(0, 6.3)) for _ in range(12)]
+
+    def texture(shift: float) -> np.ndarray:  # frame t shows the texture moved 0.5 px left per frame, exactly
+        v = sum(np.sin(2 * np.pi * (fx * (xx + shift) + fy * yy) + phase) for fx, fy, phase in waves)
+        return np.repeat(np.clip(np.rint(128 + 10 * v), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+    render = np.stack([texture(0.5 * t) for t in range(24)])
+    source = np.full_like(render, 128)  # a flat source: the carry is trusted everywhere
+    flow = np.zeros((SIZE, SIZE, 2), np.float32)
+    flow[..., 0] = 0.5  # frame t's pixel x was at x + 0.5 in frame t - 1
+    ok = np.ones((SIZE, SIZE), bool)
+
+    def laplacian_energy(image: np.ndarray) -> float:
+        return float(cv2.Laplacian(image.astype(np.float32).mean(axis=2), cv2.CV_32F)[4:-4, 4:-4].var())
+
+    kept, error = {}, {}
+    for interpolation in ("linear", "cubic"):
+        settings = TemporalBlend(strength=0.65, interpolation=interpolation)
+        out = render[0]
+        for t in range(1, len(render)):
+            out = temporal_blend(render[t], out, source[t], source[t - 1], flow, ok, settings)
+        kept[interpolation] = laplacian_energy(out) / laplacian_energy(render[-1])
+        error[interpolation] = np.abs(out[4:-4, 4:-4].astype(np.int64) - render[-1][4:-4, 4:-4]).mean()
+    assert kept["linear"] < 0.55 and kept["cubic"] > 0.85
+    assert error["cubic"] < 2.0 < 4.0 < error["linear"]
+    assert TemporalBlend().interpolation == "cubic"
+    with pytest.raises(ValueError, match="interpolation"):
+        TemporalBlend(interpolation="nearest")
 
 def test_redrawn_detail_separates_colour_edits_from_redrawn_texture():
     source = fixtures.panning_clip(1, SIZE, (0, 0))[0]
