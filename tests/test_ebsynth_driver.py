@@ -132,6 +132,30 @@ def test_benchmark_adds_ebsynth_rows_and_counts_against_them(fake, tmp_path, cap
     assert "build_ebsynth.sh" in capsys.readouterr().err
 
 
+
+def test_picture_puts_truth_ebsynth_and_flow_side_by_side(fake, tmp_path, capsys):
+    _load("real_motion")  # the picture script imports it by name, as it does beside it in benchmarks/
+    picture = _load("ebsynth_picture")
+    binary, _ = fake
+    samples = tmp_path / "samples"
+    clip = panning_clip(6, (48, 64), (1, 2))
+    write_video(samples / "pan.mp4", clip, fps=8)
+    out = tmp_path / "pic.png"
+    args = ["--ebsynth", str(binary), "--ebsynth-cache", str(tmp_path / "cache"), "--samples", str(samples),
+            "--clip", "pan", "--size", "64", "--frames", "2", "5", "-o", str(out)]  # fmt: skip
+    assert picture.main(args) == 0
+    from magicprop.video import load_image
+
+    image = load_image(out)
+    h, w = 2 * 48, 2 * 64  # a small clip is shown at twice its size, each frame under a 26 px label strip
+    assert image.shape == (2 * (26 + h), 3 * w, 3)
+    source = picture.real_motion.load_clip(samples / "pan.mp4", 64, 32)
+    truth = EDITS["cartoon"].clip(source)
+    assert np.array_equal(image[26 : 26 + h : 2, :w:2], truth[2])  # the truth panel is the truth, pixel for pixel
+    with pytest.raises(SystemExit):
+        picture.main([*args[:-2], "--frames", "9", "-o", str(out)])  # the clip has 6 frames
+    assert "--frames must lie in 1..5" in capsys.readouterr().err
+
 @pytest.mark.skipif(not os.environ.get("MAGICPROP_EBSYNTH"), reason="MAGICPROP_EBSYNTH names no EbSynth binary")
 def test_real_ebsynth_follows_a_pan(driver, tmp_path):
     clip = panning_clip(3, (48, 48), (0, 2))
