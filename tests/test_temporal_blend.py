@@ -12,7 +12,8 @@ import fixtures
 from magicprop.evaluation import temporal_flicker
 from magicprop.propagation.base import PropagationRequest
 from magicprop.propagation.flow.propagator import AnchoredFlowPropagator
-from magicprop.propagation.flow.temporal import TemporalBlend, redrawn_detail, temporal_blend
+from magicprop.propagation.flow.geometry import identity_map
+from magicprop.propagation.flow.temporal import TemporalBlend, carry, redrawn_detail, temporal_blend
 
 FRAMES, SIZE = 8, 64
 
@@ -71,7 +72,8 @@ def test_blend_leaves_untrusted_pixels_and_the_first_frame_exact():
 
 def test_cubic_carry_keeps_the_detail_a_bilinear_carry_blurs_away():
     """The recursion resamples the carried frame once per frame: along a half-pixel motion a bilinear carry halves the
-    texture's Laplacian energy within 24 frames, a cubic one (the default) keeps ~90% of it and stays on the truth."""
+    texture's Laplacian energy within 24 frames, a clamped cubic one (the default) keeps ~80% of it and stays on the
+    truth; at a hard edge it never overshoots the values around it (no ringing to compound)."""
     yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
     rng = np.random.default_rng(0)
     waves = [(rng.uniform(-0.3, 0.3), rng.uniform(-0.3, 0.3), rng.uniform(0, 6.3)) for _ in range(12)]
@@ -97,8 +99,11 @@ def test_cubic_carry_keeps_the_detail_a_bilinear_carry_blurs_away():
             out = temporal_blend(render[t], out, source[t], source[t - 1], flow, ok, settings)
         kept[interpolation] = laplacian_energy(out) / laplacian_energy(render[-1])
         error[interpolation] = np.abs(out[4:-4, 4:-4].astype(np.int64) - render[-1][4:-4, 4:-4]).mean()
-    assert kept["linear"] < 0.55 and kept["cubic"] > 0.85
-    assert error["cubic"] < 2.0 < 4.0 < error["linear"]
+    assert kept["linear"] < 0.55 and kept["cubic"] > 0.75
+    assert error["cubic"] < 2.5 < 4.0 < error["linear"]
+    edge = np.where(xx[..., None] < SIZE / 2, 16, 240).astype(np.uint8).repeat(3, axis=2)  # a hard black-white edge
+    carried = carry(edge, identity_map(SIZE, SIZE) + flow, "cubic")
+    assert carried.min() >= 16 and carried.max() <= 240 and 16 < carried[0, SIZE // 2 - 1, 0] < 240
     assert TemporalBlend().interpolation == "cubic"
     with pytest.raises(ValueError, match="interpolation"):
         TemporalBlend(interpolation="nearest")

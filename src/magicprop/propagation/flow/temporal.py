@@ -27,7 +27,7 @@ import numpy as np
 from .appearance import LocalAffine
 from .geometry import identity_map, sample
 
-_CARRY_INTERPOLATIONS = {"cubic": cv2.INTER_CUBIC, "linear": cv2.INTER_LINEAR}
+_CARRY_INTERPOLATIONS = ("cubic", "linear")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,8 @@ class TemporalBlend:
     flamingo's sketch and 0.9 loses 0.2 dB on average (lag: a detail that changes takes ~1 / (1 - a) frames to show)."""
 
     strength: float = 0.65  # `a` where the carry is fully trusted and the edit fully re-drawn
-    interpolation: str = "cubic"  # how the previous output is carried: "cubic" or "linear" (see above)
+    # how the previous output is carried: "cubic" (clamped to its 2x2 neighbourhood, `carry`) or "linear" (see above)
+    interpolation: str = "cubic"
     # mean |source_t - carried source_{t-1}| (grey levels, RGB mean) at which trust falls to 0 (1 at 0, linear): a
     # surface whose source colour changed is not the one the previous output showed there
     colour_tolerance: float = 24.0
@@ -101,6 +102,21 @@ def temporal_blend(output: np.ndarray, previous: np.ndarray, source_frame: np.nd
     at = identity_map(*flow.shape[:2]) + flow  # one map for the source and the output carried the same way
     carried_source = sample(previous_source.astype(np.float32), at, cv2.INTER_LINEAR)
     weight = blend_weight(strength, settings, source_frame, carried_source, flow_ok)[..., None]
-    carried = sample(previous.astype(np.float32), at, _CARRY_INTERPOLATIONS[settings.interpolation])
-    mixed = output * (1 - weight) + carried * weight
+    mixed = output * (1 - weight) + carry(previous, at, settings.interpolation) * weight
     return np.where(weight > 0, np.clip(np.rint(mixed), 0, 255), output).astype(np.uint8)
+
+
+def carry(image: np.ndarray, at: np.ndarray, interpolation: str = "cubic") -> np.ndarray:
+    """(H, W, 3) float32: image (uint8) sampled at the absolute map `at`. "cubic" is clamped to the range of the 2x2
+    pixels around each sample point: a cubic kernel overshoots at a hard edge, and in a recursion the overshoot would
+    compound into ringing (on the synthetic benchmark's 64 px painted dots, unclamped: -0.09 dB against clamped)."""
+    image = image.astype(np.float32)
+    if interpolation == "linear":
+        return sample(image, at, cv2.INTER_LINEAR)
+    h, w = image.shape[:2]
+    square = np.ones((2, 2), np.uint8)  # anchored at its top-left: pixel (y, x) sees (y..y+1, x..x+1)
+    low = cv2.erode(image, square, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
+    high = cv2.dilate(image, square, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
+    x = np.clip(np.floor(at[..., 0]), 0, w - 1).astype(np.intp)
+    y = np.clip(np.floor(at[..., 1]), 0, h - 1).astype(np.intp)
+    return np.clip(sample(image, at, cv2.INTER_CUBIC), low[y, x], high[y, x])
