@@ -1,4 +1,4 @@
-"""What keeps a long 4K `magicprop propagate` small (issue 23): a weight-free run never imports diffusers or
+"""What keeps a long 4K `magicprop propagate` small (issue 23): a weight-free run never imports torch, diffusers or
 transformers, glibc hands freed frames back, x264's lookahead shrinks above 1080p, decoders use slice threads."""
 
 from __future__ import annotations
@@ -17,24 +17,60 @@ from magicprop.video.writing import _lookahead
 _CHILD = """
 import json, sys
 from magicprop.cli import main
-code = main(sys.argv[1:])
-print(json.dumps({"code": code, "loaded": sorted(m for m in ("diffusers", "transformers") if m in sys.modules)}))
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:  # --help
+    code = exc.code
+print(json.dumps({"code": code, "loaded": sorted(m for m in ("torch", "diffusers", "transformers") if m in sys.modules)}))
 """
 
 
-@pytest.mark.parametrize("propagator", ["flow", "chain"])
-def test_a_weight_free_propagate_imports_neither_diffusers_nor_transformers(tmp_path, propagator):
+def _run_child(*args) -> dict:
+    out = subprocess.run([sys.executable, "-c", _CHILD, *map(str, args)], capture_output=True, text=True, timeout=600)
+    assert out.stdout.strip(), out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1]) | {"stderr": out.stderr[-2000:]}
+
+
+@pytest.mark.parametrize("propagator", ["flow", "chain", "lut", "copy"])
+def test_a_weight_free_propagate_imports_no_torch_diffusers_or_transformers(tmp_path, propagator):
     clip = render_clip(3, frames=4, size=(48, 64), edit="global")
     write_video(tmp_path / "clip.mp4", clip.source, 8)
     save_image(tmp_path / "key.png", clip.edited[0])
+    # flow and chain keep their frames in the work folder (`integrity.write_piece`), which needs no torch either
     args = ["propagate", tmp_path / "clip.mp4", "--keyframe-image", tmp_path / "key.png", "--keyframe-index", "0",
             "--propagator", propagator, "--seed", "0", "-o", tmp_path / "out.mp4"]  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", _CHILD, *map(str, args)], capture_output=True, text=True, timeout=600)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result == {"code": 0, "loaded": []}, out.stderr[-2000:]
-    environment = json.loads((tmp_path / "out.json").read_text())["environment"]  # versions from package metadata
+    result = _run_child(*args)
+    assert result["code"] == 0 and result["loaded"] == [], result["stderr"]
+    record = json.loads((tmp_path / "out.json").read_text())
+    environment = record["environment"]  # versions from package metadata
     assert {"torch", "diffusers", "transformers"} <= environment.keys() and all(environment.values())
+    assert (environment["device"], environment["dtype"], record["settings"]["seed"]) == ("cpu", "float32", 0)
     assert len(Frames.open(tmp_path / "out.mp4")) == 4
+
+
+def test_a_weight_free_output_does_not_depend_on_the_seed(tmp_path):
+    # why a weight-free job is given no torch.Generator: the seed is recorded, and nothing it makes depends on it
+    clip = render_clip(4, frames=5, size=(48, 64), edit="global")
+    write_video(tmp_path / "clip.mp4", clip.source, 8)
+    save_image(tmp_path / "key.png", clip.edited[2])
+    outputs = []
+    for seed in ("0", "12345"):
+        out = tmp_path / f"seed{seed}.mp4"
+        result = _run_child("propagate", tmp_path / "clip.mp4", "--keyframe-image", tmp_path / "key.png", "--seed", seed, "-o", out)
+        assert result["code"] == 0 and result["loaded"] == [], result["stderr"]
+        assert json.loads(out.with_suffix(".json").read_text())["settings"]["seed"] == int(seed)
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
+
+
+def test_keyframes_and_help_import_no_torch(tmp_path):
+    clip = render_clip(5, frames=6, size=(48, 64), edit="global")
+    write_video(tmp_path / "clip.mp4", clip.source, 8)
+    result = _run_child("keyframes", tmp_path / "clip.mp4", "--max", "2", "-o", tmp_path / "plan.json")
+    assert result["code"] == 0 and result["loaded"] == [], result["stderr"]
+    assert len(json.loads((tmp_path / "plan.json").read_text())["coverage"]) == 6
+    help_run = _run_child("--help")  # every command's parser is built: none may load torch (`magicprop --help` stays fast)
+    assert help_run["code"] == 0 and help_run["loaded"] == [], help_run["stderr"]
 
 
 def test_x264_lookahead_is_its_default_up_to_1080p_and_falls_above():

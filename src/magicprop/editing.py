@@ -19,14 +19,17 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
 import numpy as np
-import torch
 
 from .errors import MagicPropError, UsageError
 from .hub import DEFAULT_IDS, check_sd1_folder, load_component
+from .torch_state import without_grad
 from .video import fit_image, resize_frames
+
+if TYPE_CHECKING:  # torch loads with the editor's or SAM's models: a user's keyframe image needs neither
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +144,8 @@ class UserKeyframe:
 def depth_condition(depth: np.ndarray) -> torch.Tensor:
     """(H, W) depth, 1 = near -> the ControlNet's conditioning image (1, 3, H, W) in [0, 1], min-max normalised per
     image as the depth ControlNets were trained (MiDaS maps rescaled to 0..255)."""
+    import torch
+
     d = np.asarray(depth, dtype=np.float32)
     lo, hi = float(d.min()), float(d.max())
     d = (d - lo) / (hi - lo) if hi > lo else np.zeros_like(d)
@@ -223,6 +228,8 @@ class ControlNetDepthEditor:
 
     def enable_model_cpu_offload(self, device: torch.device | str = "cuda") -> None:
         """Keep each model on the CPU until its turn (diffusers' hooks): SD + ControlNet fit in about 3 GB of GPU memory."""
+        import torch
+
         self._offload_device = torch.device(device)
         self.to("cpu")
 
@@ -248,7 +255,7 @@ class ControlNetDepthEditor:
             pipe.enable_model_cpu_offload(device=self._offload_device)
         return pipe
 
-    @torch.no_grad()
+    @without_grad
     def edit_keyframe(
         self,
         image: np.ndarray,
@@ -366,7 +373,7 @@ class PointSegmenter:
         model = model.eval() if device is None else model.eval().to(device)
         return cls(model, processor, str(id_or_path))
 
-    @torch.no_grad()
+    @without_grad
     def __call__(self, image: np.ndarray, points: Sequence[tuple[float, float]]) -> np.ndarray:
         """bool (H, W): the mask SAM scores highest for the object under all `points` ((x, y) pixels, all "inside")."""
         h, w = image.shape[:2]

@@ -31,6 +31,9 @@ DEFAULT_IDS = {
     "depth": "depth-anything/Depth-Anything-V2-Small-hf",
     "sam": "facebook/sam-vit-base",
 }
+# The same by the pipeline's names for them (`MagicPropPipeline.model_ids`, OUT.json's "models"); None: the embedded model
+PIPELINE_IDS = {"base_model": DEFAULT_IDS["sd15"], "controlnet": DEFAULT_IDS["controlnet_depth"], "depth_model": DEFAULT_IDS["depth"],
+                "sam_model": DEFAULT_IDS["sam"], "propagation_model": None}  # fmt: skip
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

@@ -18,15 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import os
 import shutil
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
 import numpy as np
-
-if TYPE_CHECKING:  # torch loads when a piece is read or written, not on import (`magicprop --help` stays fast)
-    import torch
 
 from .errors import UsageError, first_line
 from .fileio import atomic_write_bytes, atomic_write_json
@@ -59,18 +56,18 @@ def file_record(path: Path) -> dict:
 # ---------------------------------------------------------------------------------------------------------------------
 # Pieces: safetensors files that carry their own record
 # ---------------------------------------------------------------------------------------------------------------------
-def write_piece(path: Path, tensors: dict[str, torch.Tensor | np.ndarray]) -> None:
-    """Write `tensors` atomically as one safetensors file whose metadata records its data section's size and digest."""
-    import torch
-    from safetensors.torch import save as save_bytes
+def write_piece(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write `arrays` atomically as one safetensors file whose metadata records its data section's size and digest.
+    Pieces hold numpy arrays (a CPU tensor is read through `np.asarray`; `read_piece` gives arrays back): a weight-free
+    run keeps its frames without importing torch."""
+    from safetensors.numpy import save as save_bytes
 
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v.contiguous()
-               for k, v in tensors.items()}  # fmt: skip
-    # One serialisation: the data section's size is known beforehand (the tensors' bytes, unpadded), and the digest,
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    # One serialisation: the data section's size is known beforehand (the arrays' bytes, unpadded), and the digest,
     # of fixed width, is written over a placeholder in the header once the data section is there to hash.
-    size = sum(t.numel() * t.element_size() for t in tensors.values())
+    size = sum(a.nbytes for a in arrays.values())
     placeholder = "0" * 32
-    full = bytearray(save_bytes(tensors, metadata={"size": str(size), "blake2b": placeholder}))
+    full = bytearray(save_bytes(arrays, metadata={"size": str(size), "blake2b": placeholder}))
     start = 8 + int.from_bytes(full[:8], "little")
     quoted = f'"{placeholder}"'.encode()
     at = full.find(quoted, 8, start)
@@ -81,40 +78,55 @@ def write_piece(path: Path, tensors: dict[str, torch.Tensor | np.ndarray]) -> No
     atomic_write_bytes(path, full)
 
 
-def read_piece(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a piece, after checking its size and digest; `Damaged` saying what is wrong otherwise."""
-    from safetensors.torch import load as load_bytes
+# safetensors' dtype names of what pieces hold (numpy has no bfloat16: latents are kept as float32)
+_DTYPES = {"BOOL": np.bool_, "U8": np.uint8, "I8": np.int8, "U16": np.uint16, "I16": np.int16, "F16": np.float16,
+           "U32": np.uint32, "I32": np.int32, "F32": np.float32, "U64": np.uint64, "I64": np.int64, "F64": np.float64}  # fmt: skip
 
+
+def read_piece(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a piece, after checking its size and digest; `Damaged` saying what is wrong otherwise. The arrays
+    are writable views of the one buffer the file was read into (a resumed chain continues its state in place)."""
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            raw = bytearray(os.fstat(f.fileno()).st_size)
+            del raw[f.readinto(raw) :]
     except FileNotFoundError:
         raise Damaged("missing") from None
     except OSError as exc:
         raise Damaged(f"unreadable: {exc.strerror or exc}") from None
-    record = _piece_record(raw)
-    data = memoryview(raw)[len(raw) - record["size"] :]
-    if digest(data) != record["blake2b"]:
+    header, record = _piece_record(raw)
+    start = len(raw) - record["size"]
+    if digest(memoryview(raw)[start:]) != record["blake2b"]:
         raise Damaged("its bytes are not the ones written")
+    arrays = {}
     try:
-        return load_bytes(raw)
-    except Exception as exc:  # noqa: BLE001 - a header that parses and a digest that matches, yet safetensors refuses
+        for name, entry in header.items():
+            dtype, (begin, end) = np.dtype(_DTYPES[entry["dtype"]]), entry["data_offsets"]
+            count = math.prod(entry["shape"])
+            if not 0 <= begin <= end <= record["size"] or end - begin != count * dtype.itemsize:
+                raise ValueError(f"{name}'s offsets do not fit its shape")
+            arrays[name] = np.frombuffer(raw, dtype, count, start + begin).reshape(entry["shape"])
+    except (KeyError, TypeError, ValueError) as exc:  # a header that parses and a digest that matches, yet no array
         raise Damaged(f"unreadable: {first_line(exc, 80)}") from None
+    return arrays
 
 
-def _piece_record(raw: bytes) -> dict:
+def _piece_record(raw: bytes | bytearray) -> tuple[dict, dict]:
+    """(the header's entries by array name, the record: {"size", "blake2b"} of the data section)."""
     if not raw:
         raise Damaged("empty (0 bytes)")
     n = int.from_bytes(raw[:8], "little") if len(raw) >= 8 else -1
     if n < 2 or 8 + n > len(raw):
         raise Damaged(f"cut short or garbled ({len(raw)} bytes)")
     try:
-        meta = json.loads(raw[8 : 8 + n]).get("__metadata__") or {}
+        header = json.loads(raw[8 : 8 + n])
+        meta = header.pop("__metadata__", None) or {}
         record = {"size": int(meta["size"]), "blake2b": str(meta["blake2b"])}
     except (ValueError, KeyError, TypeError, AttributeError):
         raise Damaged("its header is garbled or has no record of its contents") from None
     if 8 + n + record["size"] != len(raw):
         raise Damaged(f"cut short ({len(raw)} of {8 + n + record['size']} bytes)")
-    return record
+    return header, record
 
 
 # ---------------------------------------------------------------------------------------------------------------------

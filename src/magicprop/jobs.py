@@ -27,13 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .errors import UsageError, first_line
 from .fileio import atomic_write_json, check_output_path, expand_user, natural_key, remove_stale_temporaries, require_file
-from .hub import DEFAULT_IDS
+from .hub import DEFAULT_IDS, PIPELINE_IDS
 from .integrity import recorded_seed
 from .propagation import resolve
+from .torch_state import entropy_seed, seeded_generator
 
 logger = logging.getLogger(__name__)
 
@@ -208,8 +207,6 @@ class PipelineCache:
 
 def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = "edit") -> dict[str, Any]:
     """Run one job from files to files (see the module docstring); returns what OUT.json holds."""
-    import torch  # here, not at the top: `magicprop --help` does not load torch
-
     from . import __version__
     from .inputs import MaskFiles, check_call_inputs, check_max_pixels
     from .keyframes.series import check_series, parse_frame_list
@@ -241,6 +238,7 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
         check_output_path(path, *inputs)
         remove_stale_temporaries(path)  # what a killed earlier run of this job was writing
     seed = job_seed(job, outputs.work)
+    uses_models = any(_used(key, job) for key in PIPELINE_IDS)  # else a weight-free job: it never imports torch
 
     # 2. Load every model this job needs (a missing one fails here, in one line)
     pipe = (cache or PipelineCache()).get(job)
@@ -265,7 +263,7 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
         source, prompt=job.prompt, negative_prompt=job.negative_prompt, mask=mask, keyframe_index=job.keyframe_index,
         keyframe_image=keyframe_paths or job.keyframe_image, num_inference_steps=job.steps, guidance_scale=job.guidance_scale,
         strength=job.strength, propagation_steps=job.propagation_steps, propagation_guidance_scale=job.propagation_guidance_scale,
-        generator=torch.Generator().manual_seed(seed), depth=job.depth, max_pixels=job.max_pixels, work_dir=outputs.work,
+        generator=seeded_generator(seed) if uses_models else None, depth=job.depth, max_pixels=job.max_pixels, work_dir=outputs.work,
         resume=job.resume, mask_points=[tuple(p) for p in job.mask_points] if job.mask_points else None, feather=job.feather,
         keyframe_indices=series, keyframe_strength=job.keyframe_strength, output_type="iterator",
     )  # fmt: skip
@@ -296,7 +294,7 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
         "source": {"frames": len(source), "height": int(size[0]), "width": int(size[1]), "fps": source.fps},
         "working_size": list(out.sizes.working),  # where the diffusion models ran
         "propagation_size": list(out.sizes.propagation),  # what the propagator read and rendered
-        "environment": _environment(pipe, __version__),
+        "environment": _environment(pipe, __version__, uses_models),
         "seconds": round(time.time() - t0, 2),
     }
     atomic_write_json(outputs.json, record)
@@ -320,7 +318,7 @@ def job_seed(job: EditJob, work: Path) -> int:
         return job.seed
     recorded = recorded_seed(work) if job.resume else None
     if recorded is None:
-        return int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+        return entropy_seed()
     logger.info("resuming with seed %d, the seed the killed run recorded in %s", recorded, work)
     return recorded
 
@@ -365,8 +363,10 @@ def _used(key: str, job: EditJob) -> bool:
     }.get(key, True)  # fmt: skip
 
 
-def _environment(pipe, version: str) -> dict[str, str]:
-    from importlib.metadata import version as installed  # not the packages: a weight-free run never imports diffusers
+def _environment(pipe, version: str, uses_models: bool) -> dict[str, str]:
+    from importlib.metadata import version as installed  # not the packages: a weight-free run never imports torch
 
+    # a weight-free job computes on the CPU (numba, float32 maps); asking the pipeline its device would import torch
+    device, dtype = (str(pipe.device), str(pipe.dtype).replace("torch.", "")) if uses_models else ("cpu", "float32")
     return {"magicprop": version, "torch": installed("torch"), "diffusers": installed("diffusers"),
-            "transformers": installed("transformers"), "device": str(pipe.device), "dtype": str(pipe.dtype).replace("torch.", "")}  # fmt: skip
+            "transformers": installed("transformers"), "device": device, "dtype": dtype}  # fmt: skip

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .devices import cast_if_needed, move, on_device, resolve_device, resolve_dtype
@@ -35,7 +34,7 @@ from .editing import (
 )  # fmt: skip
 from .errors import UsageError
 from .fileio import require_file
-from .hub import DEFAULT_IDS
+from .hub import DEFAULT_IDS, PIPELINE_IDS
 from .inputs import (  # noqa: F401 - check_call_inputs is also the pipeline's: the CLI runs it before loading
     DEFAULT_MAX_PIXELS, Sizes, check_call_inputs, check_max_pixels, fit_keyframe, keyframe_at, keyframe_to_source_size, load_keyframe, open_clip, plan_sizes, resize_mask,
     split_masks, to_source_size,
@@ -44,9 +43,12 @@ from .keyframes import KeyframeMatch, find_keyframe
 from .keyframes.series import carry_edit, check_series, series_order
 from .kept_keyframe import digest, keep_keyframe, kept_keyframe
 from .propagation import AUTO, PropagationRequest, PropagationSettings, Propagator, get_propagator, resolve, resolve_keyframes
+from .torch_state import draw_seed, frames_without_grad, seeded_generator, without_grad
 from .video import Frames, resize_frames, working_size
 
-if TYPE_CHECKING:  # the models load diffusers and transformers (90 MB): a weight-free run never imports them
+if TYPE_CHECKING:  # the models load torch, diffusers and transformers (320 MB): a weight-free run never imports them
+    import torch
+
     from .models.bundle import PropagationModels
 
 logger = logging.getLogger(__name__)
@@ -84,8 +86,8 @@ class MagicPropPipeline:
         depth_estimator=None,
         segmenter: PointSegmenter | None = None,
         model_ids: dict[str, str] | None = None,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        device: str | torch.device | None = "cpu",  # None: the best available (`devices.resolve_device`)
+        dtype: str | torch.dtype | None = "float32",  # None: float16 on CUDA, else float32 (`devices.resolve_dtype`)
         load_editor: bool = True,
         cpu_offload: bool = False,
         allow_pickle: bool = False,
@@ -94,8 +96,8 @@ class MagicPropPipeline:
         # the default of every call (a call may name another); "auto": PropDPM when models were given, else flow
         self.propagator = self._propagator(resolve(propagator, model_given=propagation_models is not None))
         self.editor, self.depth_estimator, self.segmenter = editor, depth_estimator, segmenter
-        self.model_ids = {**_default_ids(), **(model_ids or {})}
-        self.device, self.dtype = torch.device(device), dtype
+        self.model_ids = {**PIPELINE_IDS, **(model_ids or {})}
+        self._device, self._dtype = device, dtype  # resolved when a model first needs them: see `device`
         self.load_editor_allowed = load_editor  # False: stage I is never loaded (prompts are refused)
         self.cpu_offload = cpu_offload
         self.allow_pickle = allow_pickle
@@ -127,8 +129,10 @@ class MagicPropPipeline:
         load_editor: False never loads stage I (a prompt is then refused): for propagation-only services.
         """
         chosen = resolve(propagator, model_given=propagation_model is not None, announce=True)  # the run's one line
-        dev = resolve_device(device)
-        dtype = resolve_dtype(torch_dtype, dev)
+        # now (torch) for a model or a device or dtype named for checking; else when a model first asks (`device`)
+        eager = chosen.needs_model or str(device or "cpu") != "cpu" or torch_dtype is not None
+        dev = resolve_device(device) if eager else device
+        dtype = resolve_dtype(torch_dtype, dev) if eager else None
         models = None
         if chosen.needs_model:
             from .models.bundle import PropagationModels
@@ -148,6 +152,16 @@ class MagicPropPipeline:
         if chosen.needs_model and self.propagation_models is None:
             raise UsageError(f"the {chosen.name} propagator needs propagation models; load them with MagicPropPipeline.from_pretrained")
         return chosen
+
+    @property
+    def device(self) -> torch.device:  # resolved (torch imported) when a model first asks: a weight-free run never does
+        self._device = resolve_device(self._device)
+        return self._device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        self._dtype = resolve_dtype(self._dtype, self.device)
+        return self._dtype
 
     # -----------------------------------------------------------------------------------------------------------------
     def prepare(self, *, prompt: str | None = None, depth=None, mask_points: Sequence | None = None,
@@ -189,7 +203,7 @@ class MagicPropPipeline:
         return plan_sizes((height, width), self.working_size, max_pixels=max_pixels, full_resolution=chosen.full_resolution)
 
     # -----------------------------------------------------------------------------------------------------------------
-    @torch.no_grad()
+    @without_grad
     def edit_keyframe(
         self,
         image: np.ndarray,
@@ -222,7 +236,7 @@ class MagicPropPipeline:
         )  # fmt: skip
         return keyframe_at(edited, image, mask, None)
 
-    @torch.no_grad()
+    @without_grad
     def propagate(
         self,
         video: str | os.PathLike | np.ndarray | Frames,
@@ -263,20 +277,11 @@ class MagicPropPipeline:
             work_dir=None if work_dir is None else work_dir / "propagation", resume=resume, callback=callback,
             working_size=sizes.working,
         )  # fmt: skip
-        return self._run(propagator(request), self.propagation_models if propagator.needs_model else None)
-
-    def _run(self, frames: Iterator[np.ndarray], models: PropagationModels | None) -> Iterator[np.ndarray]:
-        """Take the frames one by one without gradients, the models on the device meanwhile (CPU offload)."""
-        with on_device(models, self.device, self.cpu_offload):
-            while True:
-                with torch.no_grad():  # per frame: a suspended generator must not leave grad mode off for its caller
-                    frame = next(frames, None)
-                if frame is None:
-                    return
-                yield frame
+        models = self.propagation_models if propagator.needs_model else None
+        return frames_without_grad(propagator(request), models, self.device if models is not None else None, self.cpu_offload)
 
     # -----------------------------------------------------------------------------------------------------------------
-    @torch.no_grad()
+    @without_grad
     def __call__(
         self,
         video: str | os.PathLike | np.ndarray | Frames,
@@ -319,7 +324,7 @@ class MagicPropPipeline:
             exactly and propagated to its neighbours; `keyframe_index` is then unused and `output.keyframe` is the
             first of them. One at the size the propagator works at is used as it is; see `inputs.fit_keyframe`.
         strength: None = paint the keyframe from noise; in (0, 1] = start from the frame (img2img / inpaint).
-        generator: seeds stage I; its initial seed also seeds stage II. None draws a seed from torch's global RNG.
+        generator: seeds stage I; its initial seed also seeds stage II. None draws a seed (`torch_state.draw_seed`).
         depth: (T, h, w) in [0, 1] (1 = near) or a .npz from `magicprop depth`; None = estimate it.
         max_pixels: None = the diffusion models work within 512x512 and the weight-free propagators (`flow`, `chain`,
             `lut`, `copy`) at the clip's own size; a number is the models' budget and caps the weight-free ones too.
@@ -344,8 +349,8 @@ class MagicPropPipeline:
         for what, path in (("video", video), ("depth file", depth)):
             if isinstance(path, (str, os.PathLike)):
                 require_file(path, what)
-        seed = generator.initial_seed() if generator is not None else int(torch.randint(0, 2**31 - 1, (1,)))
         chosen = self._propagator(propagator)
+        seed = generator.initial_seed() if generator is not None else draw_seed(bool(prompt) or chosen.needs_model)
         # one keyframe and several share one path: {index: image} (an index of None is resolved from the masks below)
         given = dict(keyframe_image) if isinstance(keyframe_image, Mapping) else None
         if given is not None and (mask_points or (mask is not None and np.ndim(mask) == 2)):
@@ -435,7 +440,7 @@ class MagicPropPipeline:
         if keyframe is None:
             editor = self.editor if edit_args["prompt"] else UserKeyframe(user_image)
             key_depth = None if depth_map is None else depth_map[k if len(depth_map) > 1 else 0]
-            generator = generator if generator is not None else torch.Generator().manual_seed(seed)
+            generator = generator if generator is not None or not edit_args["prompt"] else seeded_generator(seed)
             keyframe = editor.edit_keyframe(frame, key_depth, generator=generator, **edit_args)
             keep_keyframe(work_dir, stamp, keyframe)
         return keyframe
@@ -457,11 +462,6 @@ class MagicPropPipeline:
         estimator = self.depth_estimator
         with on_device(estimator.model, self.device, self.cpu_offload):
             return estimate_clip_depth(clip, estimator, cache_dir=cache, size=(h, w))
-
-
-def _default_ids() -> dict[str, str | None]:
-    return {"base_model": DEFAULT_IDS["sd15"], "controlnet": DEFAULT_IDS["controlnet_depth"], "depth_model": DEFAULT_IDS["depth"],
-            "sam_model": DEFAULT_IDS["sam"], "propagation_model": None}  # fmt: skip
 
 
 def _check_output_type(output_type: str) -> None:

@@ -75,7 +75,7 @@ def resolve(name: str | Propagator, *, model_given: bool, announce: bool = False
 for _p in (PropDPMPropagator(), HybridPropagator(), AnchoredFlowPropagator(), ChainPropagator(), LutPropagator(), CopyPropagator()):
     register(_p)
 
-# The sampling loop (`propdpm.sampling`) and the step store (`store`) load torch: import them from their modules.
+# Import the sampling loop (`propdpm.sampling`, which loads torch) and the step store (`store`) from their modules.
 __all__ = [
     "AUTO", "PROPAGATORS", "AnchoredFlowPropagator", "AnchoredFusion", "ChainPropagator", "CopyPropagator", "FlowFusion",
     "FusionStep", "HybridPropagator", "LutPropagator", "PropDPMPropagator", "PropagationRequest", "PropagationSettings",

@@ -76,14 +76,17 @@ class LatentStore:
             self._memory.update(cpu)
             self._frames.update(pixels)
             return
-        write_piece(self._path(step), {**{str(t): z for t, z in cpu.items()}, **{f"frame/{t}": f for t, f in pixels.items()}})
+        arrays = {**{str(t): z.numpy() for t, z in cpu.items()}, **{f"frame/{t}": f.numpy() for t, f in pixels.items()}}
+        write_piece(self._path(step), arrays)
 
     def load_step(self, step: int) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
         """One read of a finished step: its latents and its fused frames (empty without fusion), by frame index."""
+        import torch
+
         if self.work_dir is None:
             return self._memory, self._frames  # every step's, which is a superset of this one's
         try:
-            tensors = read_piece(self._path(step))
+            tensors = {name: torch.from_numpy(a) for name, a in read_piece(self._path(step)).items()}
         except Damaged as exc:  # checked when the run began: something changed the folder while it ran
             raise MagicPropError(f"step {step} of {self.work_dir} was damaged while the run read it ({exc}); "
                                  "run again with --resume to redo it") from None  # fmt: skip
@@ -117,8 +120,8 @@ class FrameStore:
     def _frame_path(self, t: int) -> Path:
         return self.work_dir / "frames" / f"{t:05d}.safetensors"
 
-    def _read(self, path: Path, what: str, redo: str) -> dict[str, torch.Tensor] | None:
-        """The piece's tensors; None when absent, or damaged (said once, in one line)."""
+    def _read(self, path: Path, what: str, redo: str) -> dict[str, np.ndarray] | None:
+        """The piece's arrays; None when absent, or damaged (said once, in one line)."""
         if not path.exists():
             return None
         try:
@@ -134,7 +137,7 @@ class FrameStore:
         tensors = self._read(self._frame_path(t), f"frame {t}", "redoing it")
         if tensors is None or "frame" not in tensors:
             return False
-        self._checked = {t: tensors["frame"].numpy()}
+        self._checked = {t: tensors["frame"]}
         return True
 
     def save(self, t: int, frame: np.ndarray) -> None:
@@ -157,8 +160,7 @@ class FrameStore:
         tensors = self._read(self.work_dir / f"state-{chain}.safetensors", f"the state of chain {chain}", redo)
         if tensors is None or "index" not in tensors:
             return None
-        arrays = {name: a.numpy() for name, a in tensors.items()}
-        return int(arrays.pop("index")[0]), arrays
+        return int(tensors.pop("index")[0]), tensors
 
     def close(self) -> None:
         """Remove a temporary folder (a work folder stays: the caller removes it once the output is written)."""
