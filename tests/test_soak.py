@@ -32,3 +32,16 @@ def test_soak_of_batch_loses_nothing(tmp_path, record_property):
     assert report["tracebacks"] == 0 and report["leftover_count"] == 0, report["leftovers"]
     assert report["rss_flat"], (report["peak_rss_mb_per_run"], report["longest_run_rss_growth_mb"])
     assert code == 0 and report["ok"]
+
+
+def test_flatness_tells_a_leak_from_restarts_that_ran_different_jobs():
+    soak = load_soak()
+
+    def rss(peaks, growth):
+        return {"peak_rss_mb_per_run": peaks, "peak_rss_spread": round(max(peaks) / min(peaks), 3),
+                "longest_run_rss_growth_mb": growth}  # fmt: skip
+
+    assert soak.is_flat(rss([352.6, 414.4, 414.7], 0.1))  # a run killed after its first, smaller job: 62 MB apart
+    assert soak.is_flat(rss([2000.0, 2250.0], 5.0))  # 12.5% apart
+    assert not soak.is_flat(rss([350.0, 600.0], 0.1))  # restarts that grow with the work done
+    assert not soak.is_flat(rss([400.0, 410.0], 60.0))  # a run that grows as it goes
