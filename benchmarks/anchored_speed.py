@@ -11,6 +11,7 @@ flow settings.
     python benchmarks/anchored_speed.py                        # a synthetic pan at 512x512 (tests/fixtures.panning_clip)
     python benchmarks/anchored_speed.py --video /work/shared/samples/real/koolshooters.mp4 --frames 16
     python benchmarks/anchored_speed.py --video ../shared/samples/real/koolshooters.mp4 --resolution 1080p --stages
+    python benchmarks/anchored_speed.py --video ../shared/samples/real/koolshooters.mp4 --resolution 1080p --edit cartoon
     python benchmarks/anchored_speed.py --video ../shared/samples/real/koolshooters.mp4 --resolution full --precision
 
 --resolution full keeps the clip's own size; 1080p and 4k crop it to 16:9 and enlarge it (`full_resolution.upscaled`).
@@ -160,6 +161,18 @@ def precision(clip: np.ndarray) -> dict:
     return out
 
 
+def keyframe_edit(frame: np.ndarray, edit: str) -> np.ndarray:
+    """The edited keyframe. A colour map ("invert") and an edit that re-draws detail cost differently: the latter
+    takes 7 px patches (`fill.RedrawnPatches`) and the temporal blend (not at a scaled render)."""
+    if edit == "invert":
+        return (255 - frame)[..., ::-1].copy()
+    from magicprop.evaluation.appearance_edits import EDITS
+
+    if edit not in EDITS:
+        raise SystemExit(f"anchored_speed: unknown --edit {edit!r}; use invert or one of {sorted(EDITS)}")
+    return EDITS[edit](frame)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", default=None, help="a real clip (default: a synthetic pan)")
@@ -173,6 +186,9 @@ def main() -> None:
     parser.add_argument("--stages", action="store_true", help="CPU per frame of each stage")
     parser.add_argument("--precision", action="store_true", help="reduced-size maps against full-size maps")
     parser.add_argument("--profile", action="store_true", help="print where the main thread's time goes (cProfile)")
+    parser.add_argument("--edit", default="invert",
+                        help="the keyframe's edit: invert (a colour map, the default) or one of "
+                             "`appearance_edits.EDITS` (cartoon and sketch re-draw detail: 7 px patches, the blend)")
     parser.add_argument("--json", default=None, help="also write the numbers here")
     args = parser.parse_args()
 
@@ -181,7 +197,7 @@ def main() -> None:
     from magicprop.propagation.flow.propagator import AnchoredFlowPropagator
 
     clip = load_clip(args.video, args.frames, args.size, args.resolution)
-    edited = (255 - clip[0])[..., ::-1].copy()  # any edit costs the same
+    edited = keyframe_edit(clip[0], args.edit)
     n = len(clip)
 
     def anchored(**options):
@@ -189,7 +205,8 @@ def main() -> None:
         request = PropagationRequest(source=clip, keyframes={0: edited}, progress=False)
         return lambda: sum(1 for _ in propagator(request))  # frames are consumed one by one, as a writer would
 
-    results = {"size": list(clip.shape[1:3]), "frames": n, "fill": AnchoredFlowPropagator(fill=args.fill).fill_name}
+    results = {"size": list(clip.shape[1:3]), "frames": n, "edit": args.edit,
+               "fill": AnchoredFlowPropagator(fill=args.fill).fill_name}  # fmt: skip
     chained = lambda: propagate_flow(clip, edited, 0, progress=False)  # noqa: E731
     results["chained_s_per_frame"], results["chained_wall_s_per_frame"] = seconds_per_frame(chained, n, args.repeats)
     results["anchored_s_per_frame"], results["anchored_wall_s_per_frame"] = seconds_per_frame(anchored(), n, args.repeats)

@@ -254,6 +254,38 @@ def test_a_frame_with_enough_to_fill_is_synthesised_whole_but_not_between_two_ke
     assert between and max(between) < 0.3  # two keyframes' warps: only the holes, however small the threshold
 
 
+def test_an_edit_that_redraws_detail_is_synthesised_with_larger_patches_and_heavier_edges(pan):
+    import math
+
+    from magicprop.propagation.flow.fill import GuideWeights, PatchFill, RedrawnPatches, guide_channel_weights
+    from magicprop.propagation.flow.temporal import redrawn_detail
+
+    source, _ = pan
+    asked = []
+
+    def synthesize(style, source_guide, target_guide, fill, init, *, patch_size, guide_weights, appearance=None):
+        asked.append((patch_size, guide_weights.tolist()))
+        return init
+
+    grade = np.clip(source[0].astype(np.float32) * [0.8, 1.1, 0.9] + 12, 0, 255).astype(np.uint8)
+    texture = np.random.default_rng(3).integers(0, 2, source.shape[1:3])[..., None] * 80
+    drawn = np.clip(grade.astype(np.int64) - texture, 0, 255).astype(np.uint8)  # strokes no colour map explains
+    assert redrawn_detail(source[0], grade) < 1 < RedrawnPatches().threshold < redrawn_detail(source[0], drawn)
+
+    def settings(keyframe, fill=None):
+        asked.clear()
+        request = PropagationRequest(source=source, keyframes={0: keyframe}, progress=False)
+        list(AnchoredFlowPropagator(fill=fill or PatchFill(synthesize))(request))
+        assert len(asked) == FRAMES - 1 and all(a == asked[0] for a in asked)
+        return asked[0]
+
+    plain = (5, guide_channel_weights(GuideWeights()).tolist())
+    redrawn = (7, guide_channel_weights(GuideWeights(edges=1.5)).tolist())
+    assert settings(grade) == plain and settings(drawn) == redrawn  # the default: gated by the re-drawn detail
+    assert settings(drawn, PatchFill(synthesize, redrawn=RedrawnPatches(threshold=math.inf))) == plain  # turned off
+    assert PatchFill(synthesize).name != PatchFill(synthesize, redrawn=RedrawnPatches(patch_size=9)).name  # resumes
+
+
 def test_prefetched_flows_are_the_flows_computed_in_place(pan):
     source, _ = pan
     for step in (1, -1):

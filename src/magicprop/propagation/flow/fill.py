@@ -43,6 +43,9 @@ class FillRequest:
     holes_only: bool = False
     # per-keyframe constants a fill function may keep for the length of one render (None: keep nothing)
     keyframe_cache: "KeyframeCache | None" = None
+    # how much detail the edit re-draws (`temporal.redrawn_detail` of the keyframe pair, grey levels): ~0 for a
+    # colour grade, 6-20 for a cartoon or a sketch
+    redrawn: float = 0.0
 
 
 FillFunction = Callable[[FillRequest], np.ndarray]
@@ -90,18 +93,28 @@ class PatchFill:
     needs_map = True
 
     def __init__(self, synthesize: Callable[..., np.ndarray] | None = None, *, patch_size: int = 5,
-                 weights: "GuideWeights | None" = None, whole_frame: float = 0.0):  # fmt: skip
+                 weights: "GuideWeights | None" = None, whole_frame: float = 0.0,
+                 redrawn: "RedrawnPatches | None" = None):  # fmt: skip
+        """patch_size, weights: the synthesis's settings; redrawn: those for an edit that re-draws detail
+        (`RedrawnPatches`, its defaults when None; `RedrawnPatches(threshold=math.inf)` uses `patch_size` and
+        `weights` for every edit)."""
         if synthesize is None:
             from .patches import synthesize  # ImportError tells the caller that patch synthesis is not available
         self.synthesize, self.patch_size, self.weights = synthesize, patch_size, weights or GuideWeights()
-        self.whole_frame = whole_frame
+        self.whole_frame, self.redrawn = whole_frame, redrawn or RedrawnPatches()
 
     @property
     def name(self) -> str:
-        """What the work folder's fingerprint records: the synthesiser, the patch size, the guide weights and when and
-        how the whole frame is synthesised."""
+        """What the work folder's fingerprint records: the synthesiser, the patch size, the guide weights, when and
+        how the whole frame is synthesised, and the settings for edits that re-draw detail."""
         where = f"{getattr(self.synthesize, '__module__', '?')}.{getattr(self.synthesize, '__qualname__', '?')}"
-        return f"patches:{where}:{self.patch_size}:{self.weights}:{self.whole_frame}"
+        return f"patches:{where}:{self.patch_size}:{self.weights}:{self.whole_frame}:{self.redrawn}"
+
+    def settings_for(self, redrawn: float) -> tuple[int, "GuideWeights"]:
+        """(patch size, guide weights) for an edit whose `temporal.redrawn_detail` is `redrawn`."""
+        if redrawn >= self.redrawn.threshold:
+            return self.redrawn.patch_size, self.redrawn.weights
+        return self.patch_size, self.weights
 
     def __call__(self, request: FillRequest) -> np.ndarray:
         # the keyframe's side is the same for every frame of a render: built once per keyframe (~10 ms at 512x512)
@@ -109,7 +122,8 @@ class PatchFill:
         source_guide = cache.get("patch-guide", request.keyframe,
                                  lambda: keyframe_guide(request.source_keyframe, request.style))  # fmt: skip
         target_guide = frame_guide(request.source_frame, request.map, request.carried)
-        weights = guide_channel_weights(self.weights)
+        patch_size, weights = self.settings_for(request.redrawn)
+        weights = guide_channel_weights(weights)
         extra = {}
         if request.appearance is not None:  # patches bring the edit's response to colour, not the keyframe's colours
             extra["appearance"] = (request.appearance.base, request.appearance.gain, request.source_frame)
@@ -117,7 +131,7 @@ class PatchFill:
         if not request.holes_only and fill.mean() > self.whole_frame:
             fill = np.ones_like(fill)
         return self.synthesize(request.style, source_guide, target_guide, fill, request.estimate,
-                               patch_size=self.patch_size, guide_weights=weights, **extra)  # fmt: skip
+                               patch_size=patch_size, guide_weights=weights, **extra)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -133,6 +147,21 @@ class GuideWeights:
     edges: float = 0.5  # gradient magnitude of the blurred grey images: keeps structure where colours are close
     position: float = 0.5  # identity grid vs map_t: patches come from near where the anchored map says the pixel was
     temporal: float = 0.5  # the style vs the previous output carried to t: what the user saw one frame ago
+
+
+@dataclass(frozen=True)
+class RedrawnPatches:
+    """Larger patches with a heavier edge guide for an edit that re-draws detail (`FillRequest.redrawn` >=
+    `threshold`, grey levels; the temporal blend's `TemporalBlend.redrawn_to`): a 7 px patch holds a whole stroke of
+    a cartoon's outline or a sketch's hatching where a 5 px one cuts it, and the edges keep strokes on the source's
+    structure. On real clips with exact ground truth, patch 7 / edges 1.5 against 5 / 0.5: at 256 px (7 clips, 48
+    frames) +0.27 dB on average over the 13 cases above the threshold (-0.02 to +0.47, every cartoon and sketch
+    gaining), while below it the cases spread -0.31 to +0.60; at 512 px (3 clips) +0.54 dB on the cartoons and sketches,
+    while a colour grade (redrawn ~1-2) lost 0.28-0.69 dB. About 1.4x the synthesis's CPU time."""
+
+    threshold: float = 6.0
+    patch_size: int = 7
+    weights: GuideWeights = GuideWeights(edges=1.5)
 
 
 def patch_guides(source_keyframe: np.ndarray, source_frame: np.ndarray, map_t: np.ndarray, style: np.ndarray,

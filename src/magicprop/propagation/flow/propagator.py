@@ -290,9 +290,13 @@ class _Run:
         if self.small is not None or settings.strength == 0:
             return output
         source, measured = self.request.source, frame.at_measured_size
-        redrawn = self.cache.get("redrawn", k, lambda: redrawn_detail(source[k], self.request.keyframes[k], self.model(k)))
         return temporal_blend(output, previous, source[frame.index], source[frame.index - frame.step], measured.flow,
-                              measured.flow_ok, settings, settings.strength_for(redrawn))  # fmt: skip
+                              measured.flow_ok, settings, settings.strength_for(self.redrawn(k)))  # fmt: skip
+
+    def redrawn(self, k: int) -> float:
+        """Keyframe k's `temporal.redrawn_detail`, measured once: what the blend and the fill's settings read."""
+        return self.cache.get("redrawn", k, lambda: redrawn_detail(self.request.source[k], self.request.keyframes[k],
+                                                                   self.model(k)))  # fmt: skip
 
     def compose(self, frame: AnchoredFrame, rendered: np.ndarray, valid: np.ndarray, previous: np.ndarray, k: int,
                 pair: tuple[int, int] | None, alpha: float, map_: np.ndarray | None) -> np.ndarray:  # fmt: skip
@@ -314,7 +318,7 @@ class _Run:
             style, source_key = self.measured_pair(k)[::-1]
             filled = self.p.fill(FillRequest(t, source[t], ~known, filled, style, source_key, map_, carry.full(),
                                              small_model, keyframe=k, keyframe_cache=self.cache,
-                                             holes_only=pair is not None or scaled))  # fmt: skip
+                                             holes_only=pair is not None or scaled, redrawn=self.redrawn(k)))  # fmt: skip
         if not scaled:
             return filled
         gain = None if model is None else model.gain_at(map_)
