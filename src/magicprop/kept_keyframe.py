@@ -24,6 +24,16 @@ def digest(array: np.ndarray | None) -> str | None:
     return None if array is None else hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
 
 
+def keyframe_stamp(edit_args: dict, seed: int, k: int, frame: np.ndarray, models: list[str],
+                   user_image: np.ndarray | None) -> dict:  # fmt: skip
+    """The record of one stage I edit: its arguments (the mask as a digest), the seed only where a prompt paints (a
+    resumed run of the user's own keyframe may draw another seed), the frame, its index and size, the models, the
+    user's image."""
+    return {**edit_args, "mask": digest(edit_args["mask"]), "seed": seed if edit_args["prompt"] else None,
+            "keyframe_index": k, "size": list(frame.shape[:2]), "frame": digest(frame), "models": models,
+            "user_image": digest(user_image)}  # fmt: skip
+
+
 def kept_keyframe(work_dir: Path | None, stamp: dict, resume: bool) -> np.ndarray | None:
     """The edited keyframe a killed run kept, or None (then stage I runs again). A damaged record or image is not
     trusted: it is said in one line and redone, like a damaged propagation step."""

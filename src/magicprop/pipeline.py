@@ -21,12 +21,10 @@ import functools
 import logging
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
-from PIL import Image
 
 from .devices import cast_if_needed, move, on_device, resolve_device, resolve_dtype
 from .editing import (
@@ -39,9 +37,10 @@ from .inputs import (  # noqa: F401 - check_call_inputs is also the pipeline's: 
     DEFAULT_MAX_PIXELS, Sizes, check_call_inputs, check_max_pixels, fit_keyframe, keyframe_at, keyframe_to_source_size, load_keyframe, open_clip, plan_sizes, resize_mask,
     split_masks, to_source_size,
 )  # fmt: skip
-from .keyframes import KeyframeMatch, find_keyframe
+from .keyframes import find_keyframe
 from .keyframes.series import carry_edit, check_series, series_order
-from .kept_keyframe import digest, keep_keyframe, kept_keyframe
+from .kept_keyframe import keep_keyframe, keyframe_stamp, kept_keyframe
+from .pipeline_output import MagicPropOutput, OutputType, check_output_type, collect_frames
 from .propagation import AUTO, PropagationRequest, PropagationSettings, Propagator, get_propagator, resolve, resolve_keyframes
 from .torch_state import draw_seed, frames_without_grad, seeded_generator, without_grad
 from .video import Frames, resize_frames, working_size
@@ -54,23 +53,6 @@ if TYPE_CHECKING:  # the models load torch, diffusers and transformers (320 MB):
 logger = logging.getLogger(__name__)
 
 ImageInput = str | os.PathLike | np.ndarray
-
-
-OutputType = Literal["np", "pil", "iterator"]
-
-
-@dataclass
-class MagicPropOutput:
-    # (T, H, W, 3) uint8 at the source's size; a list of PIL images (output_type="pil"); or an iterator of (H, W, 3)
-    # uint8 frames made as they are taken (output_type="iterator": the clip is never held, see `jobs.run_job`)
-    frames: np.ndarray | list | Iterator[np.ndarray]
-    keyframe: np.ndarray  # (H, W, 3) uint8: the edited keyframe, at the source's size
-    keyframe_index: int
-    depth: np.ndarray | None  # (T, h, w) float32 in [0, 1] at the working size; None when the run needed none
-    fps: float | None = None  # the source's frame rate when `video` was a file; None for an array
-    sizes: Sizes | None = None  # (H, W) of the source, the diffusion models' working size and the propagator's
-    keyframe_indices: tuple[int, ...] = ()  # every keyframe of the run, in the order stage I edited them
-    keyframe_match: KeyframeMatch | None = None  # how `keyframe_index` was found for a keyframe image given alone
 
 
 class MagicPropPipeline:
@@ -255,7 +237,7 @@ class MagicPropPipeline:
         image}, one or several) propagated by `propagator` (a registry name; default the pipeline's) at its size (see
         `sizes`); frames come back at the video's size, in the form `output_type` names (as in `__call__`).
         depth: (T, h, w) in [0, 1]; None = estimate it when the propagator needs it."""
-        _check_output_type(output_type)
+        check_output_type(output_type)
         clip = open_clip(video)
         chosen = self._propagator(propagator)
         sizes = self.sizes(*clip.shape[1:3], max_pixels, chosen)
@@ -267,7 +249,7 @@ class MagicPropPipeline:
         depth_map = self._depth(depth, work, next(iter(fitted)), _path(work_dir), whole_clip=chosen.needs_depth, for_edit=False)
         edited = self._stage_two(source, fitted, depth_map, settings or PropagationSettings(), chosen, sizes,
                                  _path(work_dir), resume, callback)  # fmt: skip
-        return _collect(to_source_size(edited, clip, sizes), clip.shape, output_type)
+        return collect_frames(to_source_size(edited, clip, sizes), clip.shape, output_type)
 
     def _stage_two(self, source: Frames, keyframes: dict[int, np.ndarray], depth, settings: PropagationSettings,
                    propagator: Propagator, sizes: Sizes, work_dir: Path | None, resume: bool, callback) -> Iterator[np.ndarray]:  # fmt: skip
@@ -342,7 +324,7 @@ class MagicPropPipeline:
         # 1. Check inputs
         check_series(keyframe_indices, prompt=prompt, keyframe_image=keyframe_image, strength=keyframe_strength)
         check_call_inputs(prompt, keyframe_image, mask, mask_points, strength)
-        _check_output_type(output_type)
+        check_output_type(output_type)
         if propagation_steps < 1 or num_inference_steps < 1:
             raise UsageError("the numbers of sampling steps must be at least 1")
         check_max_pixels(max_pixels)
@@ -409,7 +391,7 @@ class MagicPropPipeline:
         edited = self._stage_two(source, keyframes, depth_map, settings, chosen, sizes, work_dir, resume, callback)
 
         # 7. Back to the source's size; with per-frame masks, the source outside them
-        frames = _collect(to_source_size(edited, clip, sizes, frame_masks, feather), clip.shape, output_type)
+        frames = collect_frames(to_source_size(edited, clip, sizes, frame_masks, feather), clip.shape, output_type)
         key_out = keyframe_to_source_size(keyframes[k], clip[k])  # as it is at the source's size
         return MagicPropOutput(frames=frames, keyframe=key_out, keyframe_index=k, depth=depth_map if chosen.needs_depth else None,
                                fps=clip.fps, sizes=sizes, keyframe_indices=tuple(keyframes if len(keyframes) > 1 else [k]),
@@ -431,11 +413,8 @@ class MagicPropPipeline:
 
     def _stage_one(self, frame, depth_map, k: int, user_image, edit_args: dict, seed: int, generator, work_dir, resume) -> np.ndarray:
         """The keyframe edited by SD (a prompt) or fitted from the user's image; cached in the work folder."""
-        # the seed only where it paints the keyframe: a resumed run of your own keyframe may draw another seed
-        stamp = {**edit_args, "mask": digest(edit_args["mask"]), "seed": seed if edit_args["prompt"] else None,
-                 "keyframe_index": k, "size": list(frame.shape[:2]),
-                 "frame": digest(frame), "models": [self.model_ids["base_model"], self.model_ids["controlnet"]],
-                 "user_image": digest(user_image)}  # fmt: skip
+        models = [self.model_ids["base_model"], self.model_ids["controlnet"]]
+        stamp = keyframe_stamp(edit_args, seed, k, frame, models, user_image)
         keyframe = kept_keyframe(work_dir, stamp, resume)
         if keyframe is None:
             editor = self.editor if edit_args["prompt"] else UserKeyframe(user_image)
@@ -462,21 +441,6 @@ class MagicPropPipeline:
         estimator = self.depth_estimator
         with on_device(estimator.model, self.device, self.cpu_offload):
             return estimate_clip_depth(clip, estimator, cache_dir=cache, size=(h, w))
-
-
-def _check_output_type(output_type: str) -> None:
-    if output_type not in ("np", "pil", "iterator"):
-        raise UsageError(f"output_type must be 'np', 'pil' or 'iterator', got {output_type!r}")
-
-
-def _collect(frames: Iterator[np.ndarray], shape: tuple, output_type: str) -> np.ndarray | list | Iterator[np.ndarray]:
-    """The frames in the form `output_type` names: the iterator itself, one array, or PIL images."""
-    if output_type == "iterator":
-        return frames
-    out = np.empty(shape, np.uint8)
-    for t, frame in enumerate(frames):
-        out[t] = frame
-    return out if output_type == "np" else [Image.fromarray(f) for f in out]
 
 
 def _path(work_dir: str | os.PathLike | None) -> Path | None:
