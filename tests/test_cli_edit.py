@@ -195,6 +195,7 @@ def test_batch_under_accelerate_takes_every_other_job(clip, tmp_path, monkeypatc
         num_processes, process_index, device = 2, 1, "cpu"
 
     monkeypatch.setattr(accelerate, "PartialState", Rank1Of2)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what accelerate's launcher sets: without it, the batch runs alone
     job = {"video": str(clip.meta["folder"] / "source.mp4"), "keyframe_image": str(clip.meta["folder"] / "masks" / "0.png"),
            "keyframe_index": 0, "propagator": "copy"}  # fmt: skip
     (tmp_path / "jobs.jsonl").write_text("\n".join(json.dumps({**job, "output": f"{i}.mp4"}) for i in range(3)) + "\n")

@@ -73,6 +73,19 @@ def test_keyframes_and_help_import_no_torch(tmp_path):
     assert help_run["code"] == 0 and help_run["loaded"] == [], help_run["stderr"]
 
 
+def test_a_weight_free_batch_imports_no_torch(tmp_path):
+    # accelerate's PartialState (which imports torch) is asked only under a launcher of several processes
+    clip = render_clip(6, frames=4, size=(48, 64), edit="global")
+    write_video(tmp_path / "clip.mp4", clip.source, 8)
+    save_image(tmp_path / "key.png", clip.edited[0])
+    jobs = [{"video": "clip.mp4", "keyframe_image": "key.png", "keyframe_index": 0, "propagator": p, "output": f"{p}.mp4"}
+            for p in ("flow", "copy")]  # fmt: skip
+    (tmp_path / "jobs.jsonl").write_text("\n".join(json.dumps(job) for job in jobs) + "\n")
+    result = _run_child("batch", tmp_path / "jobs.jsonl")
+    assert result["code"] == 0 and result["loaded"] == [], result["stderr"]
+    assert len(Frames.open(tmp_path / "flow.mp4")) == len(Frames.open(tmp_path / "copy.mp4")) == 4
+
+
 def test_x264_lookahead_is_its_default_up_to_1080p_and_falls_above():
     assert _lookahead(1080, 1920) == _lookahead(720, 1280) == 40  # these clips' bytes are what they were
     assert _lookahead(1440, 2560) == 13

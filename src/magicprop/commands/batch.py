@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -34,9 +35,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue jobs a killed batch left half done (their work folders)")
 
 
-def run(args: argparse.Namespace) -> int:
+# what the launchers accelerate uses (torchrun; MPI for CPU processes) set to the number of processes
+_WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def process_share() -> tuple[int, int, str | None]:
+    """(this process's index, the number of processes, its device; None: the job's own). Launched as one of several,
+    accelerate's `PartialState` says (it imports torch); alone, nothing is asked, so a weight-free batch (flow, chain,
+    lut, copy) never imports torch."""
+    sizes = [os.environ.get(name, "").strip() for name in _WORLD_SIZE_VARIABLES]
+    if all(not size.isdigit() or int(size) <= 1 for size in sizes):
+        return 0, 1, None
     from accelerate import PartialState
 
+    state = PartialState()
+    return state.process_index, state.num_processes, str(state.device)
+
+
+def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError, first_line
     from ..fileio import require_file
     from ..jobs import EditJob, Outputs, PipelineCache, resolve_paths, run_job
@@ -47,13 +63,13 @@ def run(args: argparse.Namespace) -> int:
     except (UnicodeDecodeError, IsADirectoryError):
         raise UsageError(f"jobs file {path} is not a UTF-8 text file; write one JSON object per line") from None
     lines = [(i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip() and not line.lstrip().startswith("#")]
-    state = PartialState()
+    index, count, device = process_share()
     out_dir = Path(args.output_dir) if args.output_dir else path.parent
     cache = PipelineCache()
     done = skipped = 0
     failed: list[str] = []
     for n, (i, line) in enumerate(lines):
-        if n % state.num_processes != state.process_index:
+        if n % count != index:
             continue
         where = f"{path.name}:{i}"
         try:
@@ -67,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             values = resolve_paths({k: v for k, v in values.items() if k != "output"}, path.parent) | _output(values, out_dir, i)
             values.setdefault("resume", args.resume)
-            if state.num_processes > 1 and not values.get("device"):
-                values["device"] = str(state.device)
+            if count > 1 and not values.get("device"):
+                values["device"] = device
             job = EditJob.from_mapping(values, where=where)
             if Outputs.of(job.output).complete():
                 Outputs.of(job.output).tidy()  # a kill after the record was written can leave a work folder
@@ -81,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             message = first_line(exc)
             failed.append(f"{where}: error: {message}")
             print(failed[-1], file=sys.stderr)
-    rank = f" (process {state.process_index} of {state.num_processes})" if state.num_processes > 1 else ""
+    rank = f" (process {index} of {count})" if count > 1 else ""
     print(f"batch{rank}: {done} done, {skipped} skipped (already complete), {len(failed)} failed")
     return 1 if failed else 0
 
