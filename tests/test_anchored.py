@@ -280,10 +280,19 @@ def test_an_edit_that_redraws_detail_is_synthesised_with_larger_patches_and_heav
         return asked[0]
 
     plain = (5, guide_channel_weights(GuideWeights()).tolist())
-    redrawn = (7, guide_channel_weights(GuideWeights(edges=1.5)).tolist())
+    redrawn = (7, guide_channel_weights(GuideWeights(edges=3.0)).tolist())
     assert settings(grade) == plain and settings(drawn) == redrawn  # the default: gated by the re-drawn detail
     assert settings(drawn, PatchFill(synthesize, redrawn=RedrawnPatches(threshold=math.inf))) == plain  # turned off
     assert PatchFill(synthesize).name != PatchFill(synthesize, redrawn=RedrawnPatches(patch_size=9)).name  # resumes
+    # the patch grows with the frame (whole doublings of the sides' geometric mean above 256 px), never past the frame
+    sizes = {(64, 64): 7, (192, 256): 7, (256, 256): 7, (512, 512): 9, (444, 789): 9, (720, 960): 11, (1080, 1920): 11}
+    assert {hw: RedrawnPatches().patch_for(*hw) for hw in sizes} == sizes
+    assert RedrawnPatches(grow=0).patch_for(1080, 1920) == 7
+    fill = PatchFill(synthesize)
+    assert fill.settings_for(10.0, 512, 512)[0] == 9 and fill.settings_for(1.0, 512, 512)[0] == 5
+    assert fill.settings_for(10.0, 6, 40)[0] == 5 and fill.settings_for(10.0, 8, 8)[0] == 7
+    with pytest.raises(ValueError, match="grow"):
+        RedrawnPatches(grow=3)
 
 
 def test_prefetched_flows_are_the_flows_computed_in_place(pan):

@@ -11,6 +11,7 @@ to fill, as EbSynth does (`PatchFill.whole_frame`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -110,11 +111,13 @@ class PatchFill:
         where = f"{getattr(self.synthesize, '__module__', '?')}.{getattr(self.synthesize, '__qualname__', '?')}"
         return f"patches:{where}:{self.patch_size}:{self.weights}:{self.whole_frame}:{self.redrawn}"
 
-    def settings_for(self, redrawn: float) -> tuple[int, "GuideWeights"]:
-        """(patch size, guide weights) for an edit whose `temporal.redrawn_detail` is `redrawn`."""
+    def settings_for(self, redrawn: float, height: int, width: int) -> tuple[int, "GuideWeights"]:
+        """(patch size, guide weights) for an edit whose `temporal.redrawn_detail` is `redrawn`, synthesised on
+        (height, width) frames; the patch never larger than the frame."""
+        patch_size, weights = self.patch_size, self.weights
         if redrawn >= self.redrawn.threshold:
-            return self.redrawn.patch_size, self.redrawn.weights
-        return self.patch_size, self.weights
+            patch_size, weights = self.redrawn.patch_for(height, width), self.redrawn.weights
+        return min(patch_size, (min(height, width) - 1) | 1), weights
 
     def __call__(self, request: FillRequest) -> np.ndarray:
         # the keyframe's side is the same for every frame of a render: built once per keyframe (~10 ms at 512x512)
@@ -122,7 +125,7 @@ class PatchFill:
         source_guide = cache.get("patch-guide", request.keyframe,
                                  lambda: keyframe_guide(request.source_keyframe, request.style))  # fmt: skip
         target_guide = frame_guide(request.source_frame, request.map, request.carried)
-        patch_size, weights = self.settings_for(request.redrawn)
+        patch_size, weights = self.settings_for(request.redrawn, *request.fill.shape)
         weights = guide_channel_weights(weights)
         extra = {}
         if request.appearance is not None:  # patches bring the edit's response to colour, not the keyframe's colours
@@ -154,14 +157,34 @@ class RedrawnPatches:
     """Larger patches with a heavier edge guide for an edit that re-draws detail (`FillRequest.redrawn` >=
     `threshold`, grey levels; the temporal blend's `TemporalBlend.redrawn_to`): a 7 px patch holds a whole stroke of
     a cartoon's outline or a sketch's hatching where a 5 px one cuts it, and the edges keep strokes on the source's
-    structure. On real clips with exact ground truth, patch 7 / edges 1.5 against 5 / 0.5: at 256 px (7 clips, 48
-    frames) +0.27 dB on average over the 13 cases above the threshold (-0.02 to +0.47, every cartoon and sketch
-    gaining), while below it the cases spread -0.31 to +0.60; at 512 px (3 clips) +0.54 dB on the cartoons and sketches,
-    while a colour grade (redrawn ~1-2) lost 0.28-0.69 dB. About 1.4x the synthesis's CPU time."""
+    structure; strokes scale with the frame, so the patch grows by `grow` px per doubling of the frame's size above
+    256 px (the geometric mean of its sides, rounded to whole doublings; the frame synthesised, which at a scaled
+    render is the measuring size's). On real clips with exact ground truth:
+
+    - patch 7 / edges 1.5 against 5 / 0.5: at 256 px (7 clips, 48 frames) +0.27 dB on average over the 13 cases
+      above the threshold (-0.02 to +0.47), while below it the cases spread -0.31 to +0.60; at 512 px (3 clips)
+      +0.54 dB on the cartoons and sketches, while a colour grade (redrawn ~1-2) lost 0.28-0.69 dB;
+    - edges 3 against 1.5 with patch 7, at 256 px (5 clips x cartoon and sketch, 32 frames): +0.05 dB, no case worse;
+      patch 9 there: -0.04 dB;
+    - at 512 px (dog and breakdance, 16 frames): patch 9 / edges 3 +0.31 dB over 7 / 1.5 on the three cases above
+      the threshold (+0.20 to +0.71), patch 11 / edges 3 within -0.10..+0.14 of patch 9.
+
+    About 1.4x the synthesis's CPU time at patch 7."""
 
     threshold: float = 6.0
-    patch_size: int = 7
-    weights: GuideWeights = GuideWeights(edges=1.5)
+    patch_size: int = 7  # at 256 px and smaller
+    grow: int = 2  # px more per doubling of the frame's size above 256 px (0: `patch_size` at every size)
+    weights: GuideWeights = GuideWeights(edges=3.0)
+
+    def __post_init__(self) -> None:
+        if self.patch_size < 1 or self.patch_size % 2 == 0 or self.grow < 0 or self.grow % 2:
+            raise ValueError(f"RedrawnPatches: patch_size must be odd and grow even and >= 0, got {self.patch_size} "
+                             f"and {self.grow}")  # fmt: skip
+
+    def patch_for(self, height: int, width: int) -> int:
+        """The patch side for (height, width) frames."""
+        doublings = max(0, round(math.log2(math.sqrt(height * width) / 256)))
+        return self.patch_size + self.grow * doublings
 
 
 def patch_guides(source_keyframe: np.ndarray, source_frame: np.ndarray, map_t: np.ndarray, style: np.ndarray,
