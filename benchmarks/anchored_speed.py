@@ -163,7 +163,7 @@ def precision(clip: np.ndarray) -> dict:
 
 def keyframe_edit(frame: np.ndarray, edit: str) -> np.ndarray:
     """The edited keyframe. A colour map ("invert") and an edit that re-draws detail cost differently: the latter
-    takes 7 px patches (`fill.RedrawnPatches`) and the temporal blend (not at a scaled render)."""
+    takes larger patches (`fill.RedrawnPatches`) and the temporal blend (not at a scaled render)."""
     if edit == "invert":
         return (255 - frame)[..., ::-1].copy()
     from magicprop.evaluation.appearance_edits import EDITS
@@ -188,7 +188,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print where the main thread's time goes (cProfile)")
     parser.add_argument("--edit", default="invert",
                         help="the keyframe's edit: invert (a colour map, the default) or one of "
-                             "`appearance_edits.EDITS` (cartoon and sketch re-draw detail: 7 px patches, the blend)")
+                             "`appearance_edits.EDITS` (cartoon and sketch re-draw detail: larger patches, the blend)")
     parser.add_argument("--json", default=None, help="also write the numbers here")
     args = parser.parse_args()
 

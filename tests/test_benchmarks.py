@@ -97,3 +97,14 @@ def test_drift_and_wins_compare_the_right_frames_and_cases(bench):
     middle = [26.0] * 32 + [100.0] + [26.0] * 31  # a keyframe in the middle is never 48 frames from anything
     assert bench.distance_mean([row("m", 3, middle, keyframe=32)], 48, 63) is None
     assert "| 28.00 | 23.00 | 5.00 | 1/2 |" in bench.markdown(summary)
+
+
+def test_anchored_speed_keyframe_edits():
+    speed = fixtures.load_benchmark("anchored_speed")
+    frame = fixtures.panning_clip(1, 32, (0, 0))[0]
+    np.testing.assert_array_equal(speed.keyframe_edit(frame, "invert"), (255 - frame)[..., ::-1])
+    from magicprop.evaluation.appearance_edits import EDITS
+
+    np.testing.assert_array_equal(speed.keyframe_edit(frame, "cartoon"), EDITS["cartoon"](frame))
+    with pytest.raises(SystemExit, match="unknown --edit 'toon'; use invert or one of"):
+        speed.keyframe_edit(frame, "toon")

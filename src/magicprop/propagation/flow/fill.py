@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from .maps import identity_map, sample_points
+from .temporal import TemporalBlend
 
 if TYPE_CHECKING:
     from .appearance import LocalAffine
@@ -117,7 +118,8 @@ class PatchFill:
         patch_size, weights = self.patch_size, self.weights
         if redrawn >= self.redrawn.threshold:
             patch_size, weights = self.redrawn.patch_for(height, width), self.redrawn.weights
-        return min(patch_size, (min(height, width) - 1) | 1), weights
+        largest = (min(height, width) - 1) | 1  # the largest odd side that fits the frame
+        return min(patch_size, largest), weights
 
     def __call__(self, request: FillRequest) -> np.ndarray:
         # the keyframe's side is the same for every frame of a render: built once per keyframe (~10 ms at 512x512)
@@ -171,7 +173,7 @@ class RedrawnPatches:
 
     About 1.4x the synthesis's CPU time at patch 7."""
 
-    threshold: float = 6.0
+    threshold: float = TemporalBlend.redrawn_to  # where the blend reaches its full strength: one gate for both
     patch_size: int = 7  # at 256 px and smaller
     grow: int = 2  # px more per doubling of the frame's size above 256 px (0: `patch_size` at every size)
     weights: GuideWeights = GuideWeights(edges=3.0)
