@@ -20,6 +20,7 @@ import torch
 
 from magicprop.jobs import EditJob
 from magicprop.propagation import PROPAGATORS, choices, resolve
+from magicprop.propagation.flow.temporal import TemporalBlend
 
 from . import host
 from .tensors import (
@@ -107,13 +108,17 @@ class MagicPropPropagate:
                                        "tooltip": "Working-size budget in pixels; 0: as magicprop propagate without --max-pixels."}),  # fmt: skip
                 "feather": ("INT", {"default": AS_CLI["feather"], "min": -1, "max": 4096,
                                     "tooltip": "Soft edge of the masks in pixels; -1: as magicprop propagate without --feather (1% of the longer side)."}),  # fmt: skip
+                "temporal_blend": ("FLOAT", {"default": TemporalBlend.strength, "min": 0.0, "max": 0.99, "step": 0.05,
+                                             "tooltip": "flow: how much of its previous output each frame keeps along the motion where the edit re-draws detail. "
+                                                        "Higher is steadier (0.9 flickers about as little as EbSynth) and slower to follow a detail that changes."}),  # fmt: skip
             },
         }
 
     def propagate(self, images: torch.Tensor, keyframes: torch.Tensor, keyframe_indices: str, propagator: str, seed: int,
                   masks: torch.Tensor | None = None, propagation_model=None, depth: torch.Tensor | None = None,
                   propagation_steps: int | None = None, propagation_guidance_scale: float | None = None,
-                  max_pixels: int | None = None, feather: int | None = None) -> tuple[torch.Tensor]:  # fmt: skip
+                  max_pixels: int | None = None, feather: int | None = None,
+                  temporal_blend: float | None = None) -> tuple[torch.Tensor]:  # fmt: skip
         with host.user_errors():
             # 1. Check inputs (each bad one is one line in ComfyUI's error panel)
             frames = to_clip(images, "images")  # read a frame at a time: no copy of ComfyUI's batch
@@ -134,7 +139,7 @@ class MagicPropPropagate:
             else:
                 keyframe_image, keyframe_index = dict(zip(indices, keys)), "auto"
             settings = {"propagation_steps": propagation_steps, "propagation_guidance_scale": propagation_guidance_scale,
-                        "max_pixels": max_pixels, "feather": feather}  # fmt: skip
+                        "max_pixels": max_pixels, "feather": feather, "temporal_blend": temporal_blend}  # fmt: skip
             options = {k: v for k, v in settings.items() if v is not None and v != AS_CLI.get(k)}
 
             # 3. Propagate; ComfyUI's progress bar follows, and its Cancel stops the run at the next frame. The frames

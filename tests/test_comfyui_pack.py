@@ -135,7 +135,10 @@ CASES = {
     "one keyframe": (["--keyframe-image", "keys/1.png", "--keyframe-index", "1"], dict(keys=[1], indices="1")),
     # ComfyUI sends every widget's value: 0 and -1 mean "as the CLI without the flag"
     "widgets at their defaults": (["--keyframe-image", "keys/1.png", "--keyframe-index", "1"],
-                                  dict(keys=[1], indices="1", max_pixels=0, feather=-1, propagation_steps=25, propagation_guidance_scale=1.0)),  # fmt: skip
+                                  dict(keys=[1], indices="1", max_pixels=0, feather=-1, propagation_steps=25, propagation_guidance_scale=1.0,
+                                       temporal_blend=0.65)),  # fmt: skip
+    "steadier": (["--keyframe-image", "keys/1.png", "--keyframe-index", "1", "--temporal-blend", "0.9"],
+                 dict(keys=[1], indices="1", temporal_blend=0.9)),  # fmt: skip
     "max pixels": (["--keyframe-image", "keys/1.png", "--keyframe-index", "1", "--max-pixels", "1024"],
                    dict(keys=[1], indices="1", max_pixels=1024)),  # fmt: skip
     "several keyframes": (["--keyframes", "keys"], dict(keys=[1, 4], indices="1, -2")),

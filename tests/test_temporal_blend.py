@@ -3,17 +3,23 @@ flicker of re-drawn detail, is exact where it must not act (keyframes, untrusted
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
 
 import fixtures
 
+from magicprop.cli import main
+from magicprop.errors import UsageError
 from magicprop.evaluation import temporal_flicker
-from magicprop.propagation.base import PropagationRequest
+from magicprop.pipeline import MagicPropPipeline
+from magicprop.propagation.base import PropagationRequest, PropagationSettings
 from magicprop.propagation.flow.propagator import AnchoredFlowPropagator
 from magicprop.propagation.flow.geometry import identity_map
 from magicprop.propagation.flow.temporal import TemporalBlend, carry, redrawn_detail, temporal_blend
+from magicprop.video import load_image, save_image, write_video
 
 FRAMES, SIZE = 8, 64
 
@@ -136,3 +142,41 @@ def test_propagator_blends_redrawn_edits_only_and_keeps_keyframes_and_bytes():
     assert not np.array_equal(blended, plain)
     assert np.array_equal(blended[0], drawn) and np.array_equal(blended[-1], drawn)  # keyframes as given
     assert np.array_equal(blended, run(source, keys))  # same input, same bytes
+
+
+def test_request_temporal_blend_sets_the_strength_and_the_fingerprint():
+    """`PropagationSettings.temporal_blend` (the CLI's --temporal-blend) is the blend's strength for one request: the
+    same bytes as a propagator built with it, steadier than the default, and a resumed run cannot mix the two."""
+    source = fixtures.panning_clip(FRAMES, SIZE, (1, 1))
+    texture = np.random.default_rng(2).integers(0, 2, source.shape[1:3])[..., None] * 80
+    drawn = np.clip((255 - source[0]).astype(np.int64) - texture, 0, 255).astype(np.uint8)  # re-drawn detail: gated in
+    flow = AnchoredFlowPropagator(fill="colour")
+    request = lambda blend: PropagationRequest(source=source, keyframes={0: drawn}, progress=False,  # noqa: E731
+                                               settings=PropagationSettings(temporal_blend=blend))  # fmt: skip
+    steady = np.stack(list(flow(request(0.9))))
+    np.testing.assert_array_equal(steady, run(source, {0: drawn}, temporal_blend=0.9))
+    default = np.stack(list(flow(request(None))))
+    np.testing.assert_array_equal(default, np.stack(list(flow(request(0.65)))))  # None is the propagator's own
+    steps = lambda clip: np.abs(np.diff(clip[1:].astype(np.float64), axis=0)).mean()  # noqa: E731
+    assert steps(steady) < steps(default)  # the blend holds more of the previous frame
+    assert flow.fingerprint(request(0.9)) != flow.fingerprint(request(None)) == flow.fingerprint(request(0.65))
+    for bad in (1.0, -0.1):
+        with pytest.raises(UsageError, match=r"--temporal-blend must be in \[0, 1\)"):
+            PropagationSettings(temporal_blend=bad)
+
+
+def test_cli_temporal_blend_is_recorded_and_checked(tmp_path, capsys):
+    source = fixtures.panning_clip(FRAMES, SIZE, (1, 1))
+    clip = write_video(tmp_path / "clip", source, 8.0)  # PNGs: lossless
+    texture = np.random.default_rng(2).integers(0, 2, source.shape[1:3])[..., None] * 80
+    save_image(tmp_path / "key.png", np.clip((255 - source[0]).astype(np.int64) - texture, 0, 255).astype(np.uint8))
+    argv = ["propagate", str(clip), "--keyframe-image", str(tmp_path / "key.png"), "--keyframe-index", "0", "--seed", "0"]
+    assert main([*argv, "--temporal-blend", "0.9", "-o", f"{tmp_path / 'out'}/"]) == 0
+    expected = MagicPropPipeline(propagator="flow")(clip, keyframe_image=tmp_path / "key.png", keyframe_index=0,
+                                                    temporal_blend=0.9).frames  # fmt: skip
+    got = np.stack([load_image(p) for p in sorted((tmp_path / "out").glob("*.png"))])
+    np.testing.assert_array_equal(got, expected)
+    assert json.loads((tmp_path / "out.json").read_text())["settings"]["temporal_blend"] == 0.9
+    assert main([*argv, "--temporal-blend", "1.5", "-o", str(tmp_path / "bad.mp4")]) == 2
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("magicprop ")]
+    assert len(lines) == 1 and "--temporal-blend must be in [0, 1)" in lines[0] and not list(tmp_path.glob("bad*"))

@@ -101,7 +101,7 @@ def test_uploaded_keyframe_of_another_size_is_fitted(session, clip_dir, tmp_path
 def test_propagate_with_flow_writes_a_readable_video_of_every_frame(session, clip_dir, weightless):
     _loaded(session, clip_dir, index=2)
     progress = RecordProgress()
-    comparison, files, note = cb.propagate("flow", 25, 0, session, weightless, progress=progress)
+    comparison, files, note = cb.propagate("flow", 25, 0, 0.65, session, weightless, progress=progress)
     edited = next(f for f in files if f.endswith("-edited.mp4"))
     frames, fps = read_video(edited)
     assert frames.shape == (T, H, W, 3) and fps == pytest.approx(8.0)
@@ -109,14 +109,18 @@ def test_propagate_with_flow_writes_a_readable_video_of_every_frame(session, cli
     assert progress.calls[-1] == (T, T) and len(progress.calls) == T  # one tick per finished frame
     assert str(session.dir) in edited  # per-session temporary folder
     assert "flow" in note
+    # the steadiness slider reaches flow and the record
+    _, files, _ = cb.propagate("flow", 25, 0, 0.9, session, weightless, progress=RecordProgress())
+    assert json.loads(open(next(f for f in files if f.endswith(".json"))).read())["temporal_blend"] == 0.9
 
 
 def test_settings_json_has_every_key(session, clip_dir, weightless):
     _loaded(session, clip_dir, index=4)
-    _, files, _ = cb.propagate("copy", 25, 0, session, weightless, progress=RecordProgress())
+    _, files, _ = cb.propagate("copy", 25, 0, 0.65, session, weightless, progress=RecordProgress())
     settings = json.loads(open(next(f for f in files if f.endswith(".json"))).read())
     assert set(cb.SETTINGS_KEYS) <= set(settings), set(cb.SETTINGS_KEYS) - set(settings)
     assert settings["frames"] == T and settings["keyframe_index"] == 4 and settings["propagator"] == "copy"
+    assert settings["temporal_blend"] is None  # flow's setting: copy has none
     assert settings["keyframe_source"] == "uploaded" and settings["width"] == W and settings["height"] == H
     png = next(f for f in files if f.endswith(".png"))
     assert read_video(png)[0].shape[1:] == (H, W, 3)
@@ -135,7 +139,7 @@ def test_kept_keyframes_are_all_propagated(session, clip_dir, weightless, tmp_pa
     assert "Kept keyframes: 1." in cb.keep_keyframe(session)
     cb.upload_keyframe(str(tmp_path / "light.png"), 5, session)  # the current keyframe joins the kept one
     progress = RecordProgress()
-    _, files, note = cb.propagate("copy", 25, 0, session, weightless, progress=progress)
+    _, files, note = cb.propagate("copy", 25, 0, 0.65, session, weightless, progress=progress)
     frames, _ = read_video(next(f for f in files if f.endswith("-edited.mp4")))
     # copy from both ends, crossfaded: frames 2-4 step from 40 to 200 (mp4 compression aside)
     assert np.allclose(frames.reshape(T, -1).mean(1), [40, 40, 80, 120, 160, 200, 200, 200], atol=3)
@@ -165,10 +169,10 @@ def test_bad_clip_upload_gives_one_readable_line(session, tmp_path, content):
 
 def test_bad_keyframe_upload_and_missing_steps_give_readable_errors(session, clip_dir, tmp_path, weightless):
     with pytest.raises(gr.Error, match="upload a clip"):
-        cb.propagate("flow", 25, 0, session, weightless, progress=RecordProgress())
+        cb.propagate("flow", 25, 0, 0.65, session, weightless, progress=RecordProgress())
     cb.load_clip(str(clip_dir / "source.mp4"), session)
     with pytest.raises(gr.Error, match="no edited keyframe"):
-        cb.propagate("flow", 25, 0, session, weightless, progress=RecordProgress())
+        cb.propagate("flow", 25, 0, 0.65, session, weightless, progress=RecordProgress())
     (tmp_path / "notes.png").write_text("not an image")
     with pytest.raises(gr.Error) as err:
         cb.upload_keyframe(str(tmp_path / "notes.png"), 0, session)
@@ -203,7 +207,7 @@ def test_generate_keyframe_then_another_seed(models, session, clip_dir):
 @pytest.mark.slow  # the depth model and PropDPM really run
 def test_propdpm_estimates_depth_for_uploads_and_uses_exact_depth_for_examples(models, session, clip_dir, tmp_path):
     _loaded(session, clip_dir, index=1)
-    _, files, _ = cb.propagate("propdpm", 2, 0, session, models, progress=RecordProgress())
+    _, files, _ = cb.propagate("propdpm", 2, 0, 0.65, session, models, progress=RecordProgress())
     assert read_video(files[0])[0].shape == (T, H, W, 3)
     examples = Examples.render(tmp_path / "examples", count=1, frames=T, size=(32, 32))
     info, *_ = cb.load_clip(examples.paths[0], session, examples)
@@ -215,9 +219,9 @@ def test_cancel_stops_a_running_job_at_the_next_frame(session, clip_dir, weightl
     assert cb.cancel(session) == "Nothing is running."
     progress = RecordProgress(session, cancel_at=2)
     with pytest.raises(gr.Error, match="cancelled"):
-        cb.propagate("flow", 25, 0, session, weightless, progress=progress)
+        cb.propagate("flow", 25, 0, 0.65, session, weightless, progress=progress)
     assert len(progress.calls) == 2 and session.busy is None
-    cb.propagate("flow", 25, 0, session, weightless, progress=RecordProgress())  # the next job is not cancelled
+    cb.propagate("flow", 25, 0, 0.65, session, weightless, progress=RecordProgress())  # the next job is not cancelled
 
 
 def test_mask_from_editor_unions_layers_and_ignores_empty_ones():

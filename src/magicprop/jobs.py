@@ -51,6 +51,7 @@ class EditJob:
     keyframes: str | None = None  # a folder of several edited keyframes, each named by its frame index (0.png, 31.png)
     edit_keyframes: str | None = None  # frames stage I edits from the prompt, in order ("0,40,79"), or "auto" (suggested)
     keyframe_strength: float = 0.5  # img2img strength of stage I on the later ones (editing.KEYFRAME_STRENGTH)
+    temporal_blend: float | None = None  # flow's steadiness in [0, 1) (PropagationSettings.temporal_blend); None: 0.65
     seed: int | None = None  # None draws one; OUT.json records it
     steps: int = 30  # stage I sampling steps
     guidance_scale: float = 7.5
@@ -210,6 +211,7 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
     from . import __version__
     from .inputs import MaskFiles, check_call_inputs, check_max_pixels
     from .keyframes.series import check_series, parse_frame_list
+    from .propagation import PropagationSettings
     from .video import Frames, VideoWriter, load_mask, resize_frames, save_image, side_by_side
 
     t0 = time.time()
@@ -222,6 +224,7 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
     series = parse_frame_list(job.edit_keyframes)  # several keyframes for stage I ("auto" or frame indices)
     check_series(series, prompt=job.prompt, keyframe_image=job.keyframe_image, keyframes_folder=job.keyframes, strength=job.keyframe_strength)
     check_call_inputs(job.prompt, keyframe_paths or job.keyframe_image, job.mask or job.masks, job.mask_points, job.strength)
+    PropagationSettings(temporal_blend=job.temporal_blend)  # out of [0, 1): the one-line error, before any work
     if job.mask and job.masks:
         raise UsageError("give either --mask (the keyframe's) or --masks (one per frame), not both")
     for what, path in (("mask", job.mask), ("keyframe image", job.keyframe_image), ("depth file", job.depth)):
@@ -265,7 +268,8 @@ def run_job(job: EditJob, *, cache: PipelineCache | None = None, command: str = 
         strength=job.strength, propagation_steps=job.propagation_steps, propagation_guidance_scale=job.propagation_guidance_scale,
         generator=seeded_generator(seed) if uses_models else None, depth=job.depth, max_pixels=job.max_pixels, work_dir=outputs.work,
         resume=job.resume, mask_points=[tuple(p) for p in job.mask_points] if job.mask_points else None, feather=job.feather,
-        keyframe_indices=series, keyframe_strength=job.keyframe_strength, output_type="iterator",
+        keyframe_indices=series, keyframe_strength=job.keyframe_strength, temporal_blend=job.temporal_blend,
+        output_type="iterator",
     )  # fmt: skip
     preview = comparison_size(size)
     # the comparison is a preview: x264's shortest lookahead holds its encoder to 0.16 GB for a 4K clip (0.52 GB at 1080

@@ -290,6 +290,7 @@ class MagicPropPipeline:
         propagator: str | Propagator | None = None,
         keyframe_indices: Sequence[int] | Literal["auto"] | None = None,
         keyframe_strength: float = KEYFRAME_STRENGTH,
+        temporal_blend: float | None = None,
     ) -> MagicPropOutput:
         """Edit `video` ((T, H, W, 3) uint8, a path or `Frames`) and return it edited, at its own size: `edit_keyframe`
         (stage I, unless keyframes are given) then `propagate` (stage II).
@@ -320,6 +321,8 @@ class MagicPropPipeline:
         keyframe_indices: several keyframes for stage I, frame indices in the order to edit them, or "auto" (the
             suggested ones, `keyframes.suggest_keyframes`): the first is edited from `prompt`, each later one starts
             from the edits so far carried to it by `flow` and is refined image-to-image at `keyframe_strength`.
+        temporal_blend: `flow`'s steadiness, in [0, 1): how much of its previous output each frame keeps where the
+            edit re-draws detail (None: 0.65; 0.9 flickers about as little as EbSynth, see the README).
         """
         # 1. Check inputs
         check_series(keyframe_indices, prompt=prompt, keyframe_image=keyframe_image, strength=keyframe_strength)
@@ -328,11 +331,14 @@ class MagicPropPipeline:
         if propagation_steps < 1 or num_inference_steps < 1:
             raise UsageError("the numbers of sampling steps must be at least 1")
         check_max_pixels(max_pixels)
+        settings = PropagationSettings(num_inference_steps=propagation_steps, guidance_scale=propagation_guidance_scale,
+                                       temporal_blend=temporal_blend)  # fmt: skip
         for what, path in (("video", video), ("depth file", depth)):
             if isinstance(path, (str, os.PathLike)):
                 require_file(path, what)
         chosen = self._propagator(propagator)
         seed = generator.initial_seed() if generator is not None else draw_seed(bool(prompt) or chosen.needs_model)
+        settings.seed = seed
         # one keyframe and several share one path: {index: image} (an index of None is resolved from the masks below)
         given = dict(keyframe_image) if isinstance(keyframe_image, Mapping) else None
         if given is not None and (mask_points or (mask is not None and np.ndim(mask) == 2)):
@@ -387,7 +393,6 @@ class MagicPropPipeline:
             keyframes = {i: keyframe_at(e, source[i], masks[i], feather) for i, e in painted.items()}
 
         # 6. Stage II: propagate the keyframes to every other frame
-        settings = PropagationSettings(num_inference_steps=propagation_steps, guidance_scale=propagation_guidance_scale, seed=seed)
         edited = self._stage_two(source, keyframes, depth_map, settings, chosen, sizes, work_dir, resume, callback)
 
         # 7. Back to the source's size; with per-frame masks, the source outside them

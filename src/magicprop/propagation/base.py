@@ -31,12 +31,22 @@ ProgressCallback = Callable[[int, int], None]
 
 @dataclass
 class PropagationSettings:
-    """Sampling settings of the learned propagators (the weight-free ones ignore them)."""
+    """Sampling settings of the learned propagators (the weight-free ones ignore them), and the one setting a user
+    turns for `flow`: how steady it holds re-drawn detail."""
 
     num_inference_steps: int = 25
     guidance_scale: float = 1.0  # on the reference; 1 = no classifier-free guidance (one forward per step)
     scheduler: str = "ddim"
     seed: int = 0
+    # flow: how much of its previous output, carried along the motion, each frame keeps where the edit re-draws detail
+    # (`flow.temporal.TemporalBlend.strength`, in [0, 1)): higher is steadier and slower to follow a detail that
+    # changes. None: the propagator's own (0.65)
+    temporal_blend: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.temporal_blend is not None and not 0 <= self.temporal_blend < 1:
+            raise UsageError(f"--temporal-blend must be in [0, 1) (0: no blend, 0.65: flow's default, 0.9: steadier), "
+                             f"got {self.temporal_blend}")  # fmt: skip
 
 
 @dataclass

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from ..propagation.flow.temporal import TemporalBlend
 from . import callbacks as cb
 from .models import ActiveModels, ModelOptions
 from .session import Examples, Session, close_session
@@ -116,6 +117,9 @@ def build_app(
             )  # fmt: skip
             prop_steps = gr.Slider(1, 100, value=25, step=1, label="PropDPM steps")
             prop_seed = gr.Number(label="PropDPM seed", value=0, precision=0, minimum=0, maximum=cb.MAX_SEED)
+            steadiness = gr.Slider(0, 0.95, value=TemporalBlend.strength, step=0.05, label="flow steadiness",
+                                   info="how much of the previous frame flow keeps where the edit re-draws detail: higher boils less, follows changes slower",
+                                   elem_id="magicprop-steadiness")  # fmt: skip
         with gr.Row():
             run = gr.Button("Propagate", variant="primary", elem_id="magicprop-propagate")
             stop = gr.Button("Cancel", variant="stop", elem_id="magicprop-cancel")
@@ -157,7 +161,7 @@ def build_app(
             generate_fn, edit_inputs, [keyframe, keyframe_note], api_name="regenerate_keyframe", **jobs
         )
         prop = run.click(
-            functools.partial(cb.propagate, models=models), [propagator, prop_steps, prop_seed, session],
+            functools.partial(cb.propagate, models=models), [propagator, prop_steps, prop_seed, steadiness, session],
             [result, downloads, result_note], api_name="propagate", **jobs,
         )  # fmt: skip
         stop.click(cb.cancel, [session], [result_note], cancels=[gen, regen, prop], queue=False, api_name="cancel")

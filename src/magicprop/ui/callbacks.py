@@ -34,7 +34,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 SETTINGS_KEYS = (
     "magicprop_version", "clip", "frames", "fps", "width", "height", "keyframe_index", "keyframe_indices", "keyframe_source",
     "prompt", "negative_prompt", "mask_pixels", "seed", "num_inference_steps", "guidance_scale", "propagator",
-    "propagation_steps", "propagation_seed", "models", "seconds",
+    "propagation_steps", "propagation_seed", "temporal_blend", "models", "seconds",
 )  # fmt: skip
 MAX_SEED = 2**31 - 1
 SUGGESTED = 3  # the most keyframes the page suggests
@@ -253,11 +253,13 @@ def propagate(
     propagator: str,
     steps: float | int,
     seed: float | int,
+    temporal_blend: float,
     session: Session,
     models: ActiveModels,
     progress: gr.Progress = gr.Progress(track_tqdm=True),
 ) -> tuple[str, list[str], str]:
-    """Stage II. Returns (side-by-side video path, [edited video, keyframe png, settings json], note)."""
+    """Stage II. Returns (side-by-side video path, [edited video, keyframe png, settings json], note). temporal_blend:
+    `flow`'s steadiness (`PropagationSettings.temporal_blend`)."""
     from ..video import VideoWriter, save_image, side_by_side
 
     clip = _require_clip(session)
@@ -272,7 +274,7 @@ def propagate(
     labels, count = ["source", f"edited ({propagator})"], 0
     with session.job("propagation"), VideoWriter(edited, clip.fps) as edited_writer, VideoWriter(comparison, clip.fps) as side:
         frames = models.propagate(
-            clip, keys, propagator=propagator, steps=int(steps), seed=int(seed),
+            clip, keys, propagator=propagator, steps=int(steps), seed=int(seed), temporal_blend=float(temporal_blend),
             on_step=_progress_hook(session, progress, f"propagating ({propagator})"),
         )  # fmt: skip
         for t, frame in enumerate(frames):  # written as they come: the clip is never held
@@ -282,7 +284,8 @@ def propagate(
     seconds = time.perf_counter() - start
 
     pngs = [str(save_image(out / f"{stem}-keyframe-{k:04d}.png", image)) for k, image in keys.items()]
-    settings = settings_dict(session, models, propagator=propagator, steps=int(steps), seed=int(seed), seconds=seconds)
+    settings = settings_dict(session, models, propagator=propagator, steps=int(steps), seed=int(seed), seconds=seconds,
+                             temporal_blend=float(temporal_blend))  # fmt: skip
     atomic_write_json(out / f"{stem}-settings.json", settings)
     which = f"frame {next(iter(keys))}" if len(keys) == 1 else f"keyframes {', '.join(map(str, keys))}"
     note = f"Propagated {which} to {count} frames with `{propagator}` in {seconds:.1f} s."
@@ -297,7 +300,8 @@ def cancel(session: Session) -> str:
     return f"Stopping the {session.busy}…"
 
 
-def settings_dict(session: Session, models: ActiveModels, *, propagator: str, steps: int, seed: int, seconds: float) -> dict:
+def settings_dict(session: Session, models: ActiveModels, *, propagator: str, steps: int, seed: int, seconds: float,
+                  temporal_blend: float | None = None) -> dict:  # fmt: skip
     """Everything needed to redo a result: written as settings.json beside it."""
     clip = _require_clip(session)
     num, height, width = clip.frames.shape[:3]
@@ -313,6 +317,7 @@ def settings_dict(session: Session, models: ActiveModels, *, propagator: str, st
         "guidance_scale": edit.get("guidance_scale"),
         "propagator": propagator, "propagation_steps": steps if learned else None,
         "propagation_seed": seed if learned else None,
+        "temporal_blend": temporal_blend if propagator == "flow" else None,
         "models": models.describe(),
         "seconds": round(seconds, 2),
     }  # fmt: skip

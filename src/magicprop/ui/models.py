@@ -148,7 +148,8 @@ class ActiveModels:
         return edited
 
     def propagate(
-        self, clip: Clip, keyframes: dict[int, np.ndarray], *, propagator: str, steps: int, seed: int, on_step: Callable[[int, int], None]
+        self, clip: Clip, keyframes: dict[int, np.ndarray], *, propagator: str, steps: int, seed: int, on_step: Callable[[int, int], None],
+        temporal_blend: float | None = None,
     ) -> Iterator[np.ndarray]:
         """Stage II from given keyframes ({frame index: image}, one or several): (H, W, 3) uint8 frames at the clip's
         size, made as they are taken (the clip is never held; the pipeline is this job's until the last frame)."""
@@ -162,7 +163,7 @@ class ActiveModels:
         with self.lock:
             yield from self.pipeline.propagate(
                 clip.frames, keyframes, depth=clip.depth, propagator=chosen,
-                settings=PropagationSettings(num_inference_steps=steps, seed=seed),
+                settings=PropagationSettings(num_inference_steps=steps, seed=seed, temporal_blend=temporal_blend),
                 callback=on_step,  # (frames_done, total), the keyframes counted as done
                 output_type="iterator",
             )  # fmt: skip

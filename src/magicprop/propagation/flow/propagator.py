@@ -19,7 +19,7 @@ with bit-identical frames.
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Iterator
 
 import cv2
@@ -125,7 +125,14 @@ class AnchoredFlowPropagator(Propagator):
         and every parameter: a resumed run must match all of them."""
         return {"propagator": "anchored-flow/1", "shape": list(request.source.shape), "source": clip_digest(request.source),
                 "keyframes": {str(k): clip_digest(v) for k, v in request.keyframes.items()}, "maps": asdict(self.maps),
-                "settings": asdict(self.settings), "fill": self.fill_name}  # fmt: skip
+                "settings": asdict(self.settings_for(request)), "fill": self.fill_name}  # fmt: skip
+
+    def settings_for(self, request: PropagationRequest) -> AnchoredSettings:
+        """This propagator's settings, with the request's `PropagationSettings.temporal_blend` when it gives one."""
+        strength = request.settings.temporal_blend
+        if strength is None or strength == self.settings.temporal.strength:
+            return self.settings
+        return replace(self.settings, temporal=replace(self.settings.temporal, strength=float(strength)))
 
     def render(self, request: PropagationRequest) -> Iterator[np.ndarray]:
         keys = list(request.keyframes)
@@ -154,6 +161,7 @@ class _Run:
 
     def __init__(self, propagator: AnchoredFlowPropagator, request: PropagationRequest, store: FrameStore):
         self.p, self.request, self.store = propagator, request, store
+        self.temporal = propagator.settings_for(request).temporal
         self.total = request.num_frames - len(request.keyframes)
         self.done = 0
         self.bar = tqdm(total=self.total, desc="anchored flow", unit="frame", disable=not request.progress)
@@ -286,7 +294,7 @@ class _Run:
         """The output frame (`compose`), blended with the previous output carried along the source's flow
         (`temporal.temporal_blend`; not at a scaled render, whose flow is the measuring size's)."""
         output = self.compose(frame, rendered, valid, previous, k, pair, alpha, map_)
-        settings = self.p.settings.temporal
+        settings = self.temporal
         if self.small is not None or settings.strength == 0:
             return output
         source, measured = self.request.source, frame.at_measured_size
