@@ -37,6 +37,7 @@ SHARED = ROOT.parent / "shared"
 HARNESS = SHARED / "tools" / "comfyui" / "harness.py"
 CLIP, KEYFRAME = SHARED / "samples" / "edits" / "kitten.mp4", SHARED / "samples" / "edits" / "kitten_dog_000.png"
 PROPAGATE, SUGGEST = "magicprop_propagate", "magicprop_suggest_keyframes"  # the example workflows' names
+STEADIER = 0.9  # a --temporal-blend other than the default, run in the host and by the CLI
 SUGGEST_ARGS = ["--keyframe-index", "0", "--max", "3", "--target", "0.95"]  # the Suggest workflow's widgets, as flags
 NODES = ["MagicPropPropagate", "MagicPropLoadPropagationModel", "MagicPropSuggestKeyframes"]
 INSTALLED_NAME = "magicprop-nodes"  # custom_nodes/<this>
@@ -156,10 +157,10 @@ def bad_workflows(good: dict, suggest: dict) -> dict[str, tuple[dict, str]]:
     return cases
 
 
-def run_cli(out: Path) -> np.ndarray:
+def run_cli(out: Path, *extra: str) -> np.ndarray:
     """`magicprop propagate` from ComfyUI's Python (the same packages as the node) on the sample files."""
     command = [str(host_dir() / "venv" / "bin" / "magicprop"), "propagate", str(CLIP), "--keyframe-image", str(KEYFRAME),
-               "--keyframe-index", "0", "--propagator", "flow", "--seed", "0", "-o", str(out)]  # fmt: skip
+               "--keyframe-index", "0", "--propagator", "flow", "--seed", "0", *extra, "-o", str(out)]  # fmt: skip
     subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True)
     return read_pngs(out.glob("*.png"))
 
@@ -208,7 +209,15 @@ def check(workdir: str | Path) -> dict:
         report["bad_inputs"] = bad
         again = h.run_workflow(proc.port, with_frames_saved(good, "magicprop_check/again"), timeout=900)  # still serving
         report["same_after_errors"] = bool(np.array_equal(read_pngs([f for f in h.output_files(again) if f.endswith(".png")]), frames))
+        steadier = copy.deepcopy(good)
+        steadier["4"]["inputs"]["temporal_blend"] = STEADIER  # the node's optional FLOAT, as the page's widget sends it
+        steady = h.run_workflow(proc.port, with_frames_saved(steadier, "magicprop_check/steady"), timeout=900)
+        steady_frames = read_pngs([f for f in h.output_files(steady) if f.endswith(".png")])
     expected = run_cli(workdir / "cli")
+    steady_cli = run_cli(workdir / "cli_steady", "--temporal-blend", str(STEADIER))
+    report["steady_max_abs_difference"] = (int(np.abs(steady_frames.astype(int) - steady_cli.astype(int)).max())
+                                           if steady_frames.shape == steady_cli.shape else None)  # fmt: skip
+    report["steady_differs"] = bool(steady_frames.shape != frames.shape or not np.array_equal(steady_frames, frames))
     report["frames"], report["cli_frames"] = list(frames.shape), list(expected.shape)
     diff = np.abs(frames.astype(int) - expected.astype(int)) if frames.shape == expected.shape else None
     report["max_abs_difference"] = None if diff is None else int(diff.max())

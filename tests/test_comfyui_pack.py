@@ -386,6 +386,7 @@ def test_example_workflow_in_the_real_comfyui_gives_the_cli_frames(tmp_path):
         pytest.skip(reason)
     report = comfyui_real.check(tmp_path)
     assert report["max_abs_difference"] == 0, report
+    assert report["steady_max_abs_difference"] == 0 and report["steady_differs"], report  # --temporal-blend, in the host
     assert all(report["bad_inputs"].values()) and report["same_after_errors"], report
     assert sorted(report["templates"][comfyui_real.INSTALLED_NAME]) == [comfyui_real.PROPAGATE, comfyui_real.SUGGEST]
     # Suggest Keyframes in the server: the CLI's plan (the given frame 0, then its suggestions), and its pictures shown
