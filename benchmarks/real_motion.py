@@ -17,6 +17,7 @@ depth estimation (shared by the learned methods) not counted. Drift is PSNR 8 an
     python benchmarks/real_motion.py --json outputs/bench/real_motion.json
     python benchmarks/real_motion.py --size 512 --clips dog puff --edits cartoon grade --keyframe middle --json out/r.json
     python benchmarks/real_motion.py --ebsynth ~/ebsynth/bin/ebsynth --clips dog flamingo breakdance --json out/eb.json
+    python benchmarks/real_motion.py --clips dog flamingo breakdance --edits cartoon sketch --temporal-blend 0.8 0.9 --json out/s.json
 
 The headline group is "propagation": the stylisation and local families, which no colour lookup reproduces. The
 pointwise family stays as the sanity check that `lut` (a colour lookup learnt from the keyframe pair) wins it: there
@@ -80,30 +81,41 @@ def load_clip(path: Path, long_side: int, max_frames: int) -> np.ndarray:
 
 def prepare_methods(args) -> tuple[list[str], dict]:
     """The methods to run, and what the learned ones read ({"models", "depth_estimator"}); prints why any is skipped."""
-    names = list(dict.fromkeys([*args.methods, *(["hybrid"] if args.model else [])]))
+    steadier = [steadier_name(a) for a in args.temporal_blend]  # flow's rows at other --temporal-blend settings
+    names = list(dict.fromkeys([*args.methods, *(["hybrid"] if args.model else []), *steadier]))
     chosen, inputs = [], {}
     for name in names:
-        if name not in PROPAGATORS:
+        if registered(name) not in PROPAGATORS:
             print(f"skipping {name}: not registered (registered: {', '.join(PROPAGATORS)})")
-        elif PROPAGATORS[name].needs_model and not args.model:
+        elif PROPAGATORS[registered(name)].needs_model and not args.model:
             print(f"skipping {name}: it needs a PropDPM model; pass --model PATH")
         else:
             chosen.append(name)
-    learned = [n for n in chosen if PROPAGATORS[n].needs_model or PROPAGATORS[n].needs_depth]
+    learned = [n for n in chosen if PROPAGATORS[registered(n)].needs_model or PROPAGATORS[registered(n)].needs_depth]
     if not learned:
         return chosen, inputs
     try:  # loading can fail in many ways (a wrong folder, no weights offline); each is a reason to skip, not to stop
         from magicprop.models.bundle import PropagationModels
         from magicprop.motion import DepthEstimator
 
-        if any(PROPAGATORS[n].needs_model for n in learned):
+        if any(PROPAGATORS[registered(n)].needs_model for n in learned):
             inputs["models"] = PropagationModels.from_pretrained(args.model)
-        if any(PROPAGATORS[n].needs_depth for n in learned):
+        if any(PROPAGATORS[registered(n)].needs_depth for n in learned):
             inputs["depth_estimator"] = DepthEstimator.from_pretrained(args.depth_model)
     except Exception as exc:  # noqa: BLE001
         print(f"skipping {', '.join(learned)}: cannot load their models ({type(exc).__name__}: {exc})")
         return [n for n in chosen if n not in learned], {}
     return chosen, inputs
+
+
+def steadier_name(strength: float) -> str:
+    """The row of `flow` run at another `--temporal-blend` (`PropagationSettings.temporal_blend`): "flow@0.9"."""
+    return f"flow@{strength:g}"
+
+
+def registered(name: str) -> str:
+    """The registry name behind a row: "flow@0.9" runs `flow`."""
+    return name.split("@")[0]
 
 
 def ebsynth_driver():
@@ -129,10 +141,11 @@ def propagate_timed(name: str, source: np.ndarray, k: int, key: np.ndarray, inpu
     if name in inputs.get("ebsynth", {}):
         frames, stats = inputs["ebsynth"][name].propagate(source, k, key)
         return frames, stats["wall_seconds"], stats["cpu_seconds"]
-    p = PROPAGATORS[name]
+    p = PROPAGATORS[registered(name)]
+    blend = float(name.split("@")[1]) if "@" in name else None
     request = PropagationRequest(source=source, keyframes={k: key}, progress=False, depth=depth if p.needs_depth else None,
                                  models=inputs.get("models") if p.needs_model else None,
-                                 settings=PropagationSettings(num_inference_steps=steps, seed=0))  # fmt: skip
+                                 settings=PropagationSettings(num_inference_steps=steps, seed=0, temporal_blend=blend))  # fmt: skip
     start, cpu = time.perf_counter(), time.process_time()  # every thread of this process: flow's workers too
     frames = np.stack(list(p(request)))
     return frames, time.perf_counter() - start, time.process_time() - cpu
@@ -362,6 +375,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--video", action="append", default=[], metavar="PATH", help="another clip (repeatable)")
     p.add_argument("--edits", nargs="+", default=list(EDITS), choices=list(EDITS))
     p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"registered propagators (default {' '.join(METHODS)})")
+    p.add_argument("--temporal-blend", nargs="+", type=float, default=[], metavar="A",
+                   help="also runs flow at these --temporal-blend settings (rows flow@A; the default is 0.65)")
     p.add_argument("--model", default=None, metavar="PATH", help="a PropDPM model folder: also runs hybrid")
     p.add_argument("--depth-model", default=None, metavar="ID", help="depth model of the learned methods (default: the hub's)")
     p.add_argument("--steps", type=int, default=25, help="sampling steps of the learned methods")
@@ -375,6 +390,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ebsynth-cache", type=Path, default=Path("~/.cache/magicprop/ebsynth").expanduser(), metavar="DIR",
                    help="where EbSynth's frames are kept between runs (default ~/.cache/magicprop/ebsynth)")
     args = p.parse_args(argv)
+    if any(not 0 <= a < 1 for a in args.temporal_blend):
+        p.error(f"--temporal-blend values must be in [0, 1), got {' '.join(map(str, args.temporal_blend))}")
     if args.ebsynth:
         try:
             ebsynth_driver().check_binary(args.ebsynth)

@@ -12,7 +12,7 @@ from fixtures import panning_clip
 
 from magicprop.evaluation import score_against_truth
 from magicprop.evaluation.appearance_edits import EDITS, FAMILIES
-from magicprop.propagation import PROPAGATORS, PropagationRequest
+from magicprop.propagation import PROPAGATORS, PropagationRequest, PropagationSettings
 from magicprop.video import load_image, save_image, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,6 +118,23 @@ def test_benchmark_rows_score_what_each_method_returns(bench, tmp_path, capsys):
         assert "beats_lut" not in result["summary"]["lut"]["all"]
     assert "| copy | pointwise | 1 |" in (tmp_path / "bench" / "real.md").read_text()
     assert (tmp_path / "bench" / "real-drift.png").is_file() and (tmp_path / "bench" / "real-bars.png").is_file()
+
+
+def test_benchmark_temporal_blend_rows_are_flow_at_that_setting(bench, tmp_path, capsys):
+    video = write_video(tmp_path / "pan.mp4", panning_clip(6, (48, 64), (1, 2)), fps=8)
+    argv = ["--video", str(video), "--samples", str(tmp_path / "none"), "--size", "64", "--edits", "cartoon", "--methods", "flow"]
+    result = bench.run(bench.parse_args([*argv, "--temporal-blend", "0.9"]))
+    assert result["methods"] == ["flow", "flow@0.9"]
+    row = next(r for r in result["rows"] if r["method"] == "flow@0.9")
+    source = bench.load_clip(video, 64, 48)
+    truth = EDITS["cartoon"].clip(source)
+    request = PropagationRequest(source=source, keyframes={0: truth[0]}, progress=False,
+                                 settings=PropagationSettings(temporal_blend=0.9))  # fmt: skip
+    expected = score_against_truth(np.stack(list(PROPAGATORS["flow"](request))), truth, source, 0)
+    assert row["psnr"] == pytest.approx(expected["psnr"], rel=1e-9) and row["flicker"] == pytest.approx(expected["flicker"])
+    with pytest.raises(SystemExit):
+        bench.parse_args([*argv, "--temporal-blend", "1"])
+    assert "--temporal-blend values must be in [0, 1)" in capsys.readouterr().err
 
 
 def test_benchmark_middle_keyframe(bench, tmp_path):
