@@ -81,7 +81,7 @@ def load_clip(path: Path, long_side: int, max_frames: int) -> np.ndarray:
 
 def prepare_methods(args) -> tuple[list[str], dict]:
     """The methods to run, and what the learned ones read ({"models", "depth_estimator"}); prints why any is skipped."""
-    steadier = [steadier_name(a) for a in args.temporal_blend]  # flow's rows at other --temporal-blend settings
+    steadier = [steadier_name(a) for a in getattr(args, "temporal_blend", [])]  # flow@A rows (full_resolution.py has none)
     names = list(dict.fromkeys([*args.methods, *(["hybrid"] if args.model else []), *steadier]))
     chosen, inputs = [], {}
     for name in names:
