@@ -19,6 +19,7 @@ Examples:
   magicprop propagate clip.mp4 --keyframe-image edit.png --keyframe-index 0 --depth clip_depth.npz --model runs/sd15/final -o edited.mp4
   magicprop propagate clip.mp4 --keyframe-image edit.png --keyframe-index 0 --propagator flow -o flow.mp4
   magicprop propagate clip.mp4 --keyframe-image edit.png --keyframe-index 0 --propagator hybrid -o hybrid.mp4   # flow + PropDPM
+  magicprop propagate clip.mp4 --keyframe-image cartoon0.png --keyframe-index 0 --temporal-blend 0.9 -o steady.mp4   # less boiling
   magicprop propagate long_clip.mp4 --keyframes edited_keys/ -o edited.mp4   # edited_keys/0.png, 40.png, 80.png
   magicprop propagate clip_4k.mp4 --keyframe-image frame0_4k.png --keyframe-index 0 -o edited_frames/   # 00000.png, ...
   magicprop propagate clip_4k.mp4 --keyframe-image frame0_4k.png --keyframe-index 0 --max-pixels 2073600 --crf 20 -o edited.mp4
