@@ -109,8 +109,8 @@ class MagicPropPropagate:
                 "feather": ("INT", {"default": AS_CLI["feather"], "min": -1, "max": 4096,
                                     "tooltip": "Soft edge of the masks in pixels; -1: as magicprop propagate without --feather (1% of the longer side)."}),  # fmt: skip
                 "temporal_blend": ("FLOAT", {"default": TemporalBlend.strength, "min": 0.0, "max": 0.99, "step": 0.05,
-                                             "tooltip": "flow, clips up to 0.35 Mpx: how much of its previous output each frame keeps along the motion where the edit re-draws detail. "
-                                                        "Higher is steadier (0.9 flickers about as little as EbSynth) and slower to follow a detail that changes."}),  # fmt: skip
+                                             "tooltip": "flow, clips up to 0.35 Mpx: how much of its neighbouring output frames (the previous, then the next) each frame keeps along the motion where the edit re-draws detail. "
+                                                        "Higher is steadier (0.9 flickers less than EbSynth) and slower to follow a detail that changes."}),  # fmt: skip
             },
         }
 

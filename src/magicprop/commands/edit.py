@@ -78,8 +78,8 @@ def add_stage2_arguments(p: argparse.ArgumentParser, *, aliases: bool = False) -
     g.add_argument("--propagator", choices=choices(), default=S,
                    help=f"auto: propdpm when --model is given, else flow; {described} (default: {d.propagator})")
     g.add_argument("--temporal-blend", type=float, default=S, metavar="A",
-                   help="flow, clips up to 0.35 Mpx: how much of its previous output each frame keeps, along the motion, where the edit re-draws detail, in [0, 1): "
-                        f"higher is steadier and slower to follow a detail that changes (default: {TemporalBlend.strength:g}; 0.9 flickers about as little as EbSynth)")
+                   help="flow, clips up to 0.35 Mpx: how much of its neighbouring output frames (the previous, then the next) each frame keeps, along the motion, where the edit re-draws detail, in [0, 1): "
+                        f"higher is steadier and slower to follow a detail that changes (default: {TemporalBlend.strength:g}; 0.9 flickers less than EbSynth)")
     g.add_argument("--propagation-steps", *(["--steps"] if aliases else []), dest="propagation_steps", type=int, default=S, metavar="N",
                    help=f"PropDPM sampling steps per frame (default: {d.propagation_steps})")
     g.add_argument("--propagation-guidance-scale", *(["--guidance-scale"] if aliases else []), dest="propagation_guidance_scale",

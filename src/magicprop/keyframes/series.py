@@ -62,7 +62,9 @@ def series_order(keyframes: str | Sequence[int], source, *, progress: bool = Tru
 
 def carry_edit(source, edited: Mapping[int, np.ndarray], t: int) -> np.ndarray:
     """(H, W, 3) uint8: the edited keyframes propagated to frame t by `flow`, from its neighbouring keyframes only (the
-    frames between them are all `flow` reads), as the final propagation would give it."""
+    frames between them are all `flow` reads). With no keyframe after t the clip is read up to t, not to its end: the
+    blend's second pass (`flow.temporal.settle`) then starts at t, which the final propagation would reach from the
+    clip's end, but t becomes a keyframe there and this frame is only stage I's starting picture."""
     from ..propagation import PROPAGATORS, PropagationRequest
 
     if t in edited:

@@ -38,9 +38,9 @@ class PropagationSettings:
     guidance_scale: float = 1.0  # on the reference; 1 = no classifier-free guidance (one forward per step)
     scheduler: str = "ddim"
     seed: int = 0
-    # flow: how much of its previous output, carried along the motion, each frame keeps where the edit re-draws detail
-    # (`flow.temporal.TemporalBlend.strength`, in [0, 1)): higher is steadier and slower to follow a detail that
-    # changes. None: the propagator's own (0.65)
+    # flow: how much of its neighbouring output frames (the previous, then in a second pass the next), carried along
+    # the motion, each frame keeps where the edit re-draws detail (`flow.temporal.TemporalBlend.strength`, in [0, 1)):
+    # higher is steadier and slower to follow a detail that changes. None: the propagator's own (0.65)
     temporal_blend: float | None = None
 
     def __post_init__(self) -> None:

@@ -118,7 +118,7 @@ def build_app(
             prop_steps = gr.Slider(1, 100, value=25, step=1, label="PropDPM steps")
             prop_seed = gr.Number(label="PropDPM seed", value=0, precision=0, minimum=0, maximum=cb.MAX_SEED)
             steadiness = gr.Slider(0, 0.95, value=TemporalBlend.strength, step=0.05, label="flow steadiness",
-                                   info="how much of the previous frame flow keeps where the edit re-draws detail: higher boils less, follows changes slower",
+                                   info="how much of the neighbouring frames flow keeps where the edit re-draws detail: higher boils less, follows changes slower",
                                    elem_id="magicprop-steadiness")  # fmt: skip
         with gr.Row():
             run = gr.Button("Propagate", variant="primary", elem_id="magicprop-propagate")

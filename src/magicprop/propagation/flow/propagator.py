@@ -5,8 +5,9 @@ source's frame-to-frame flow and corrected every frame against the source keyfra
 accumulates with the distance to the keyframe, unlike `baselines.propagate_flow`, which resamples its own output at
 every step. Pixels no keyframe explains are filled (`fill`: guided patch synthesis after Jamriska et al. 2019,
 "Stylizing Video by Example", when `patches` is available, else a colour transfer of the source). Where the edit
-re-draws detail (a stylisation), each output is blended with the previous one carried along the source's flow
-(`temporal`): less flicker, and the mean of a re-drawn stroke is closer to the truth than any one drawing of it.
+re-draws detail (a stylisation), each output is blended with the previous one carried along the source's flow, and
+once a chain is rendered with the next one, back from the chain's end (`temporal`): less flicker, and the mean of a
+re-drawn stroke is closer to the truth than any one drawing of it.
 
 Several keyframes: between two keyframes both chains reach every frame; per pixel the valid one nearer in time wins,
 with a short crossfade around the midpoint (`handover`) where both are valid (both are anchored to the same source,
@@ -34,7 +35,7 @@ from .fill import (Carry, ColourTransfer, FillFunction, FillRequest, KeyframeCac
                             fallback_estimate)
 from .maps import AnchoredChain, AnchoredFrame, MapSettings
 from .resolution import Resized, detail_fill, shrink
-from .temporal import TemporalBlend, redrawn_detail, temporal_blend
+from .temporal import TemporalBlend, redrawn_detail, settle, temporal_blend
 
 INTERPOLATIONS = {"cubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
 
@@ -55,7 +56,7 @@ class AnchoredSettings:
     appearance: bool = True
     appearance_radius: float = AppearanceSettings.radius  # px at 256 px on the short side (`AppearanceSettings`)
     appearance_eps: float = AppearanceSettings.eps
-    # each output frame blended with the previous one carried along the source's flow where that is reliable and the
+    # each output frame blended with its neighbours carried along the source's flow where that is reliable and the
     # edit re-draws detail (`temporal`); strength 0: the plain render
     temporal: TemporalBlend = TemporalBlend()
 
@@ -107,8 +108,9 @@ class AnchoredFlowPropagator(Propagator):
         synthesize: the patch synthesiser to use instead of `patches.synthesize`; appearance: carry the source's
         change since the keyframe into the edit (`appearance.LocalAffine`), in the warp and in the fill;
         measure_pixels: the maps of a larger clip are measured at this many pixels and brought up (0: at full size);
-        temporal_blend: how much of the previous output, carried along the source's flow, each frame keeps where the
-        edit re-draws detail (`temporal.TemporalBlend`, or its strength; 0: none)."""
+        temporal_blend: how much of its neighbouring outputs (the previous, then the next), carried along the
+        source's flow, each frame keeps where the edit re-draws detail (`temporal.TemporalBlend`, or its strength; 0:
+        none)."""
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
         self.maps = MapSettings(frame_flow=frame_flow, correction_passes=correction_passes,
@@ -232,26 +234,43 @@ class _Run:
                                    frame.at_measured_size.map)  # fmt: skip
             self.save(self.store, "lead", state, frame.index, previous)
             self.finished()
-        for t in range(k):
-            yield self.store.load(t)
+        # read back in order, which is the blend's second pass for this chain (`temporal.settle`)
+        yield from self.settle(range(k), None, lambda t: k)
 
     def forward(self, a: int, b: int) -> Iterator[np.ndarray]:
         """Frames a+1..b-1 from keyframe a's forward chain, combined with keyframe b's (b < T) backward chain."""
         if b == a + 1:
             return
-        name = f"forward-{a:05d}"
+        name, last = f"forward-{a:05d}", b < self.request.num_frames
+        owner = lambda t: b if last and (t - a) / (b - a) > 0.5 else a  # noqa: E731 - whose blend and fill frame t takes
+        settling = self.lookahead(a) > 0 or self.lookahead(owner(b - 1)) > 0
         chain, previous = self.chain(self.store, name, a, 1)
         if chain.index > a:  # resumed: those frames are done
             self.finished(chain.index - a)
-            yield from (self.store.load(t) for t in range(a + 1, chain.index + 1))
+            if not settling:
+                yield from (self.store.load(t) for t in range(a + 1, chain.index + 1))
         if chain.index < b - 1:
-            between = self.backward(a, b) if b < self.request.num_frames else None
-            yield from self._forward(chain, previous, a, b, name, between)
+            between = self.backward(a, b) if last else None
+            frames = self._forward(chain, previous, a, b, name, between, keep=settling)
+            if settling:
+                for _ in frames:  # every frame rendered and saved first: the second pass starts at the far end
+                    pass
+            else:
+                yield from frames
             if between is not None:  # the pair is done: its backward frames are never read again
                 shutil.rmtree(between.work_dir, ignore_errors=True)
+        if settling:  # the second pass runs from b back to a; its frames wait on disk to be given in order
+            settled = FrameStore(None, {}, False)
+            try:
+                order = range(b - 1, a, -1)
+                for t, frame in zip(order, self.settle(order, self.request.keyframes[b] if last else None, owner)):
+                    settled.save(t, frame)
+                yield from (settled.load(t) for t in range(a + 1, b))
+            finally:
+                settled.close()
 
     def _forward(self, chain: AnchoredChain, previous: np.ndarray, a: int, b: int, name: str,
-                 between: FrameStore | None) -> Iterator[np.ndarray]:  # fmt: skip
+                 between: FrameStore | None, keep: bool) -> Iterator[np.ndarray]:  # fmt: skip
         for frame, state in chain.walk(b - 1):
             t, rendered, valid = frame.index, self.render(a, frame), frame.valid
             k, alpha, map_ = a, 0.0, frame.at_measured_size.map
@@ -264,8 +283,8 @@ class _Run:
                     k, map_ = b, between.load_state(f"map-{t:05d}")[1]["map"] if self.needs_map else None
             pair = (a, b) if between is not None else None
             previous = self.finish(frame, rendered, valid, previous, k, pair, alpha, map_)
-            if self.request.work_dir is not None:  # only a resumed run reads a forward frame back (a 4K frame: 25 MB)
-                self.save(self.store, name, state, t, previous)
+            if keep or self.request.work_dir is not None:  # read back by the second pass or a resumed run only (a
+                self.save(self.store, name, state, t, previous)  # 4K frame: 25 MB)
             self.finished()
             yield previous
 
@@ -300,6 +319,17 @@ class _Run:
         source, measured = self.request.source, frame.at_measured_size
         return temporal_blend(output, previous, source[frame.index], source[frame.index - frame.step], measured.flow,
                               measured.flow_ok, settings, settings.strength_for(self.redrawn(k)))  # fmt: skip
+
+    def lookahead(self, k: int) -> float:
+        """The second pass's strength for frames that keyframe k owns (`TemporalBlend.lookahead_for`); 0 at a scaled
+        render, which does not blend."""
+        return 0.0 if self.small is not None else self.temporal.lookahead_for(self.redrawn(k))
+
+    def settle(self, order: range, anchor: np.ndarray | None, owner) -> Iterator[np.ndarray]:
+        """The saved frames in `order`, through the blend's second pass (`temporal.settle`); owner(t): the keyframe
+        whose strength frame t takes."""
+        return settle(order, self.store.load, self.request.source, anchor, lambda t: self.lookahead(owner(t)),
+                      self.temporal, self.p.maps.frame_flow)  # fmt: skip
 
     def redrawn(self, k: int) -> float:
         """Keyframe k's `temporal.redrawn_detail`, measured once: what the blend and the fill's settings read."""
