@@ -171,21 +171,22 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("kill_after", [2, 5])  # in the lead, after the keyframe
+@pytest.mark.parametrize("kill_after", [2, 4, 5])  # in the lead, between the two keyframes, after the last
 def test_two_sided_blend_differs_from_one_sided_and_resumes_to_the_same_bytes(tmp_path, kill_after):
-    """The second pass runs on every chain (the lead read back forward, the chain after the keyframe read back from
-    the clip's end); a run killed before it resumes to the uninterrupted run's bytes."""
+    """The second pass runs on every chain (the lead read back forward, the frames between two keyframes back from the
+    later one, the chain after the last keyframe back from the clip's end); a run killed before it resumes to the
+    uninterrupted run's bytes."""
     source, drawn = drawn_clip()
-    keys = {3: drawn}
+    keys = {3: drawn, 6: drawn[::-1].copy()}  # lead 0-2, between 4-5, after 7
     both = run(source, keys)
     one_sided = run(source, keys, temporal_blend=TemporalBlend(lookahead=0.0))
-    assert np.array_equal(both[3], drawn)
-    for span in (slice(0, 2), slice(4, FRAMES - 1)):  # the frames with a settled neighbour, on either side
+    assert np.array_equal(both[3], keys[3]) and np.array_equal(both[6], keys[6])
+    for span in (slice(1, 3), slice(4, 6)):  # frames with a settled neighbour (frame 0 and frame 7 start their pass)
         assert not np.array_equal(both[span], one_sided[span])
-    assert np.array_equal(both[0], one_sided[0]) and np.array_equal(both[-1], one_sided[-1])  # where each pass starts
+    assert np.array_equal(both[0], one_sided[0]) and np.array_equal(both[7], one_sided[7])
 
     def kill(done, total):
-        if done - 1 >= kill_after:
+        if done - len(keys) >= kill_after:
             raise Killed
 
     with pytest.raises(Killed):

@@ -241,8 +241,8 @@ class _Run:
         """Frames a+1..b-1 from keyframe a's forward chain, combined with keyframe b's (b < T) backward chain."""
         if b == a + 1:
             return
-        name, last = f"forward-{a:05d}", b < self.request.num_frames
-        owner = lambda t: b if last and (t - a) / (b - a) > 0.5 else a  # noqa: E731 - whose blend and fill frame t takes
+        name, closed = f"forward-{a:05d}", b < self.request.num_frames  # closed: b is a keyframe, not the clip's end
+        owner = lambda t: b if closed and (t - a) / (b - a) > 0.5 else a  # noqa: E731 - whose blend and fill t takes
         settling = self.lookahead(a) > 0 or self.lookahead(owner(b - 1)) > 0
         chain, previous = self.chain(self.store, name, a, 1)
         if chain.index > a:  # resumed: those frames are done
@@ -250,7 +250,7 @@ class _Run:
             if not settling:
                 yield from (self.store.load(t) for t in range(a + 1, chain.index + 1))
         if chain.index < b - 1:
-            between = self.backward(a, b) if last else None
+            between = self.backward(a, b) if closed else None
             frames = self._forward(chain, previous, a, b, name, between, keep=settling)
             if settling:
                 for _ in frames:  # every frame rendered and saved first: the second pass starts at the far end
@@ -263,7 +263,7 @@ class _Run:
             settled = FrameStore(None, {}, False)
             try:
                 order = range(b - 1, a, -1)
-                for t, frame in zip(order, self.settle(order, self.request.keyframes[b] if last else None, owner)):
+                for t, frame in zip(order, self.settle(order, self.request.keyframes[b] if closed else None, owner)):
                     settled.save(t, frame)
                 yield from (settled.load(t) for t in range(a + 1, b))
             finally:
