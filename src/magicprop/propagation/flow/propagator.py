@@ -263,7 +263,9 @@ class _Run:
             settled = FrameStore(None, {}, False)
             try:
                 order = range(b - 1, a, -1)
-                for t, frame in zip(order, self.settle(order, self.request.keyframes[b] if closed else None, owner)):
+                frames = self.settle(order, self.request.keyframes[b] if closed else None, owner)
+                for t, frame in tqdm(zip(order, frames), total=len(order), desc="second pass", unit="frame",
+                                     leave=False, disable=not self.request.progress):  # fmt: skip
                     settled.save(t, frame)
                 yield from (settled.load(t) for t in range(a + 1, b))
             finally:
