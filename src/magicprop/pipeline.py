@@ -321,8 +321,9 @@ class MagicPropPipeline:
         keyframe_indices: several keyframes for stage I, frame indices in the order to edit them, or "auto" (the
             suggested ones, `keyframes.suggest_keyframes`): the first is edited from `prompt`, each later one starts
             from the edits so far carried to it by `flow` and is refined image-to-image at `keyframe_strength`.
-        temporal_blend: `flow`'s steadiness, in [0, 1): how much of its previous output each frame keeps where the
-            edit re-draws detail (None: 0.65; 0.9 flickers about as little as EbSynth, see the README).
+        temporal_blend: `flow`'s steadiness, in [0, 1): how much of its neighbouring output frames (the previous,
+            then the next) each frame keeps where the edit re-draws detail (None: 0.65; 0.9 flickers less than
+            EbSynth, see the README).
         """
         # 1. Check inputs
         check_series(keyframe_indices, prompt=prompt, keyframe_image=keyframe_image, strength=keyframe_strength)
