@@ -309,6 +309,12 @@ def test_prefetched_flows_are_the_flows_computed_in_place(pan):
     last = anchored_maps.FlowPrefetch(source, 1, "medium")
     last.get(len(source) - 1)
     assert not last.pending  # nothing past the clip's end is started
+    for step in (1, -1):
+        stopping = anchored_maps.FlowPrefetch(source, step, "medium", last=4)
+        stopping.get(4 - step)
+        assert set(stopping.pending) == {4}
+        np.testing.assert_array_equal(stopping.get(4)[0], anchored_maps.flow_pair(source[4], source[4 - step], "medium")[0])
+        assert not stopping.pending  # nothing past the caller's last frame is started
 
 
 def test_walking_ahead_gives_the_frames_and_states_of_advancing_in_place(pan):
@@ -326,6 +332,7 @@ def test_walking_ahead_gives_the_frames_and_states_of_advancing_in_place(pan):
                 np.testing.assert_array_equal(state[key], value)
             seen.append(frame.index)
         assert seen == list(range(k + step, stop + step, step)) and walked.index == stop
+        assert not walked.flows.pending  # no flow pair past `stop` was started
     chain = anchored_maps.AnchoredChain(source, 0, 1)
     for frame, _ in chain.walk(6):  # a caller that stops early leaves no step running behind it
         break

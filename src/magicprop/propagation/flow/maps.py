@@ -210,14 +210,17 @@ def flow_pair(a: np.ndarray, b: np.ndarray, preset: str) -> tuple[np.ndarray, np
 class FlowPrefetch:
     """A chain's frame-to-frame source flows, each step's pair computed on the worker thread one step ahead.
 
-    `get(t)` returns (flow t -> t - step, flow t - step -> t) and starts the pair of the step after it; results are
-    the same numbers as computing them in place (DIS is deterministic), so prefetching never changes a frame."""
+    `get(t)` returns (flow t -> t - step, flow t - step -> t) and starts the pair of the step after it, unless t is
+    `last` (the frame the caller stops at: no pair is computed that nothing reads); results are the same numbers as
+    computing them in place (DIS is deterministic), so prefetching never changes a frame."""
 
-    def __init__(self, source: np.ndarray, step: int, preset: str):
-        self.source, self.step, self.preset = source, step, preset
+    def __init__(self, source: np.ndarray, step: int, preset: str, last: int | None = None):
+        self.source, self.step, self.preset, self.last = source, step, preset, last
         self.pending: dict[int, Future] = {}
 
     def _submit(self, t: int) -> None:
+        if self.last is not None and (t - self.last) * self.step > 0:
+            return
         if 0 <= t - self.step < len(self.source) and 0 <= t < len(self.source) and t not in self.pending:
             self.pending[t] = _executor("flow").submit(flow_pair, self.source[t], self.source[t - self.step], self.preset)
 
@@ -307,6 +310,7 @@ class AnchoredChain:
         remaining = (stop - self.index) * self.step
         if remaining <= 0:
             return
+        self.flows.last = stop
 
         def step() -> tuple[AnchoredFrame, dict[str, np.ndarray]]:
             frame = self.advance()

@@ -154,7 +154,7 @@ def settle(order: range, read: Callable[[int], np.ndarray], source, anchor: np.n
     frame is blended with `anchor` (the keyframe the pass starts from, at order[0] - step) or, without one, kept.
     strength_at(t): `a` at frame t (0: the frame as read). preset: the DIS preset of the chain's frame flows."""
     step = order.step
-    flows = FlowPrefetch(source, step, preset)  # get(t): (flow t -> t - step, flow t - step -> t)
+    flows = FlowPrefetch(source, step, preset, last=order[-1] if order else None)  # get(t): (t -> t - step, back)
     settled = anchor
     for t in order:
         output, strength = read(t), strength_at(t)
