@@ -16,7 +16,7 @@ import fixtures
 from magicprop.errors import UsageError
 from magicprop.evaluation.ground_truth import sharpness
 from magicprop.motion.flow import occlusion_mask, optical_flow, outside_frame
-from magicprop.propagation.flow import maps as anchored_maps, propagator as anchored
+from magicprop.propagation.flow import handover, maps as anchored_maps, propagator as anchored
 from magicprop.propagation.flow.propagator import AnchoredFlowPropagator
 from magicprop.propagation.flow.fill import FillRequest, patch_guides
 from magicprop.propagation.flow.maps import AnchoredChain, anchored_maps as walk_maps, identity_map
@@ -382,10 +382,10 @@ def test_several_keyframes_stay_exact_and_the_nearer_one_wins(pan):
 def test_keyframe_weight_prefers_valid_then_nearer():
     a, b = np.ones((20, 20), bool), np.ones((20, 20), bool)
     a[:, :10] = False  # only b explains the left half
-    w = anchored.keyframe_weight(a, b, alpha=0.1, handover=0.5, feather=3.0)
+    w = handover.keyframe_weight(a, b, alpha=0.1, handover=0.5, feather=3.0)
     assert (w[:, :10] == 1).all() and w[:, -3:].max() < 0.05  # nearer a wins where both are valid, b where only it is
     assert 0 < w[:, 10:13].mean() < 1  # the seam is feathered
-    np.testing.assert_array_equal(anchored.keyframe_weight(a, b, 0.9, 0.5, 0.0)[:, 10:], 1)
+    np.testing.assert_array_equal(handover.keyframe_weight(a, b, 0.9, 0.5, 0.0)[:, 10:], 1)
 
 
 # --------------------------------------------------------------------------------------------------------------------

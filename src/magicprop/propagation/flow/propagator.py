@@ -33,6 +33,7 @@ from ..store import FrameStore
 from .appearance import AppearanceSettings, LocalAffine, render_keyframe
 from .fill import (Carry, ColourTransfer, FillFunction, FillRequest, KeyframeCache, PatchFill, colour_fill,
                             fallback_estimate)
+from .handover import blend, keyframe_weight, mix_colours, nearer_keyframe
 from .maps import AnchoredChain, AnchoredFrame, MapSettings
 from .resolution import Resized, detail_fill, shrink
 from .temporal import TemporalBlend, redrawn_detail, settle, temporal_blend
@@ -242,7 +243,7 @@ class _Run:
         if b == a + 1:
             return
         name, closed = f"forward-{a:05d}", b < self.request.num_frames  # closed: b is a keyframe, not the clip's end
-        owner = lambda t: b if closed and (t - a) / (b - a) > 0.5 else a  # noqa: E731 - whose blend and fill t takes
+        owner = lambda t: nearer_keyframe(a, b, t) if closed else a  # noqa: E731 - whose blend and fill t takes
         settling = self.lookahead(a) > 0 or self.lookahead(owner(b - 1)) > 0
         chain, previous = self.chain(self.store, name, a, 1)
         if chain.index > a:  # resumed: those frames are done
@@ -281,7 +282,7 @@ class _Run:
                 valid_b = other[..., 3] > 127
                 weight = keyframe_weight(valid, valid_b, alpha, self.p.settings.handover, self.p.settings.feather)
                 rendered, valid = blend(rendered, other[..., :3], weight), valid | valid_b
-                if alpha > 0.5:  # the fill reads the nearer keyframe
+                if nearer_keyframe(a, b, t) == b:  # the fill reads the nearer keyframe
                     k, map_ = b, between.load_state(f"map-{t:05d}")[1]["map"] if self.needs_map else None
             pair = (a, b) if between is not None else None
             previous = self.finish(frame, rendered, valid, previous, k, pair, alpha, map_)
@@ -350,7 +351,7 @@ class _Run:
         known = shrink(valid.astype(np.float32), self.size) > 0.999 if scaled else valid  # fully valid pixels only
         shown = shrink(rendered, self.size)
         carry = Carry(shrink(previous, self.size), source[t - step], measured.flow, measured.flow_ok)
-        colour = self.colour(k) if pair is None else _mix(self.colour(pair[0]), self.colour(pair[1]), alpha)
+        colour = self.colour(k) if pair is None else mix_colours(self.colour(pair[0]), self.colour(pair[1]), alpha)
         filled = fallback_estimate(shown, known, source[t], colour, carry, self.p.settings.fill_feather)
         model = self.model(k)
         if self.p.fill is not colour_fill:
@@ -363,40 +364,3 @@ class _Run:
             return filled
         gain = None if model is None else model.gain_at(map_)
         return detail_fill(rendered, valid, filled, self.request.source[t], source[t], gain, self.p.settings.fill_feather)
-
-
-def _mix(first: ColourTransfer, second: ColourTransfer, alpha: float):
-    """The two keyframes' colour transfers crossfaded by time, so the fill does not jump at the handover."""
-    return lambda pixels: (1 - alpha) * first(pixels) + alpha * second(pixels)
-
-
-def keyframe_weight(valid_a: np.ndarray, valid_b: np.ndarray, alpha: float, handover: float, feather: float
-                    ) -> np.ndarray:  # fmt: skip
-    """(H, W) float32 weight of keyframe b in a frame at fraction `alpha` of the way from keyframe a to b.
-
-    Where only one keyframe is valid it wins (1 or 0: no invalid pixel is ever read). Where both are, the nearer in
-    time wins, handing over smoothly across the middle `handover` fraction of the gap; within `feather` px of a region
-    that only one of them explains, the weight ramps towards that one, so the seam between the two regions is blended
-    over the pixels both explain instead of cut.
-    """
-    if handover > 0:
-        s = float(np.clip((alpha - 0.5) / handover + 0.5, 0, 1))
-        s = s * s * (3 - 2 * s)  # smoothstep: no kink where the handover starts and ends
-    else:
-        s = float(alpha > 0.5)
-    only_a, only_b = valid_a & ~valid_b, valid_b & ~valid_a
-    weight = np.full(valid_a.shape, s, np.float32)
-    if feather > 0:
-        for only, target in ((only_b, 1.0), (only_a, 0.0)):
-            if only.any() and abs(target - s) > 0:
-                distance = cv2.distanceTransform((~only).astype(np.uint8), cv2.DIST_L2, 3)  # to the nearest such pixel
-                pull = np.clip(1 - (distance - 1) / feather, 0, 1)
-                weight += (target - weight) * pull
-    weight[only_b], weight[only_a] = 1.0, 0.0
-    return weight
-
-
-def blend(a: np.ndarray, b: np.ndarray, weight_b: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8: a and b mixed per pixel; exactly a (or b) where the weight is 0 (or 1)."""
-    w = weight_b[..., None]
-    return np.clip(np.rint(a * (1 - w) + b * w), 0, 255).astype(np.uint8)
