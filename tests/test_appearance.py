@@ -3,6 +3,7 @@ and into patch synthesis."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -66,6 +67,49 @@ def test_render_carries_a_change_of_lighting_into_the_edit(textured):
     unchanged = render_keyframe(edited, same_place, 4, model=LocalAffine(keyframe, edited),
                                 frame=keyframe)  # fmt: skip
     np.testing.assert_array_equal(unchanged, edited)  # no change of the source: the keyframe itself
+
+
+def scale_dependent_edit(image: np.ndarray, settings: AppearanceSettings) -> np.ndarray:
+    """An edit that answers a surface's coarse shading weakly and its fine texture strongly, as a pencil sketch does:
+    0.3 x the low-pass plus 1.8 x the rest, about mid-grey."""
+    s = image.astype(np.float32)
+    low = settings.low_pass(s)
+    return np.clip(np.rint(90 + 0.3 * (low - 128) + 1.8 * (s - low)), 0, 255).astype(np.uint8)
+
+
+def test_two_bands_carry_fine_detail_and_coarse_shading_each_at_its_own_gain():
+    """Frame t shows the keyframe relit and with more fine texture (a camera coming into focus): one band carries both
+    changes at one gain in between; two bands carry each at the edit's own. (256 px: the bands split at 1.5 px.)"""
+    settings = AppearanceSettings()
+    keyframe, other = fixtures.panning_clip(2, 256, (0, 3))
+    detail = other.astype(np.float32) - settings.low_pass(other)  # another texture's fine detail
+    frame = np.clip(np.rint(keyframe * 0.85 + 20 + 0.6 * detail), 0, 255).astype(np.uint8)
+    edited, truth = scale_dependent_edit(keyframe, settings), scale_dependent_edit(frame, settings)
+    same_place = identity_map(256, 256)
+    two = LocalAffine(keyframe, edited, settings)
+    one = LocalAffine(keyframe, edited, AppearanceSettings(detail_sigma=0))
+    assert one.bands() is None and two.bands() is not None
+    carried_two = render_keyframe(edited, same_place, 4, model=two, frame=frame)
+    carried_one = render_keyframe(edited, same_place, 4, model=one, frame=frame)
+    assert psnr(carried_two, truth) > psnr(carried_one, truth) + 3 and psnr(carried_two, truth) > 42
+    # no change of the source: the keyframe itself, with two bands as with one
+    np.testing.assert_array_equal(render_keyframe(edited, same_place, 4, model=two, frame=keyframe), edited)
+    # an affine colour map answers every scale alike: both bands learn it, and the render is its edit of the frame
+    affine = affine_edit(keyframe)
+    model = LocalAffine(keyframe, affine)
+    assert psnr(render_keyframe(affine, same_place, 4, model=model, frame=frame), affine_edit(frame)) > 40
+
+
+def test_two_bands_fitted_at_a_smaller_size_render_the_keyframe_itself(textured):
+    """A model fitted at a fit size below the pair's (a large clip): its base is at the pair's size, its gains and the
+    frame's low-pass at the fit size, and the keyframe renders as itself within a grey level."""
+    big = cv2.resize(textured[0], (128, 128), interpolation=cv2.INTER_CUBIC)
+    edited = scale_dependent_edit(big, AppearanceSettings())
+    model = LocalAffine(big, edited, fit_size=(64, 64))
+    bands = model.bands()
+    assert bands.base.shape == (128, 128, 3) and bands.fine.shape == bands.excess.shape == (64, 64, 9)
+    out = render_keyframe(edited, identity_map(128, 128), 4, model=model, frame=big)
+    assert np.abs(out.astype(np.int16) - edited).max() <= 1
 
 
 def test_window_scales_with_the_frame():

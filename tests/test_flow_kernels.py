@@ -41,6 +41,27 @@ def test_compose_lanczos_is_cv2_lanczos_then_compose_gain(rng, noise):
     np.testing.assert_array_equal(appearance.compose_lanczos(base, map_, gain, frame), got)  # deterministic
 
 
+@pytest.mark.parametrize("noise", [0.0, 40.0])
+def test_the_detail_band_term_is_its_numpy_expression(rng, noise):
+    """base + A frame - X low, X and low bilinear on the gain's grid (`enlarge`), within float rounding."""
+    h, w = 57, 83
+    base = (rng.standard_normal((61, 90, 3)) * 80 + 128).astype(np.float32)
+    map_ = _random_map(rng, h, w, noise)
+    gain, excess = ((rng.standard_normal((13, 19, 9)) * 0.5).astype(np.float32) for _ in range(2))
+    low = rng.uniform(0, 255, (13, 19, 3)).astype(np.float32)
+    frame = rng.integers(0, 256, (h, w, 3), np.uint8)
+    got = appearance.compose_lanczos(base, map_, gain, frame, excess, low)
+    sampled = cv2.remap(base, map_[..., 0].copy(), map_[..., 1].copy(), cv2.INTER_LANCZOS4,
+                        borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    a, x, l = enlarge(gain, (h, w)), enlarge(excess, (h, w)), enlarge(low, (h, w))
+    want = sampled + np.einsum("hwci,hwi->hwc", a.reshape(h, w, 3, 3), frame.astype(np.float32))
+    want -= np.einsum("hwci,hwi->hwc", x.reshape(h, w, 3, 3), l)
+    want = np.clip(np.rint(want), 0, 255)
+    assert np.abs(got.astype(np.float32) - want).max() <= 1 and np.mean(got != want) < 0.01
+    without = appearance.compose_lanczos(base, map_, gain, frame)  # no band term: the one-band kernel
+    np.testing.assert_array_equal(without, appearance.compose_lanczos(base, map_, gain, frame, None, None))
+
+
 def test_lanczos_table_rows_are_normalised_and_exact_at_whole_pixels():
     table = appearance.lanczos_table()
     assert table.shape == (1024, 64) and table.dtype == np.float32

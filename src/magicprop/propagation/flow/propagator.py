@@ -57,13 +57,16 @@ class AnchoredSettings:
     appearance: bool = True
     appearance_radius: float = AppearanceSettings.radius  # px at 256 px on the short side (`AppearanceSettings`)
     appearance_eps: float = AppearanceSettings.eps
+    # the warp carries the source's change in two bands split by a Gaussian of this many px at 256 px on the short side
+    # (`AppearanceSettings.detail_sigma`; 0: one band)
+    appearance_detail_sigma: float = AppearanceSettings.detail_sigma
     # each output frame blended with its neighbours carried along the source's flow where that is reliable and the
     # edit re-draws detail (`temporal`); strength 0: the plain render
     temporal: TemporalBlend = TemporalBlend()
 
     @property
     def appearance_settings(self) -> AppearanceSettings:
-        return AppearanceSettings(self.appearance_radius, self.appearance_eps)
+        return AppearanceSettings(self.appearance_radius, self.appearance_eps, self.appearance_detail_sigma)
 
 
 def resolve_fill(fill: str | FillFunction, synthesize=None) -> tuple[FillFunction, str]:
@@ -126,7 +129,7 @@ class AnchoredFlowPropagator(Propagator):
     def fingerprint(self, request: PropagationRequest) -> dict:
         """Digests of the source (`clip_digest`: a lazy clip's identity, an array's pixels frame by frame) and keyframes,
         and every parameter: a resumed run must match all of them."""
-        return {"propagator": "anchored-flow/1", "shape": list(request.source.shape), "source": clip_digest(request.source),
+        return {"propagator": "anchored-flow/2", "shape": list(request.source.shape), "source": clip_digest(request.source),
                 "keyframes": {str(k): clip_digest(v) for k, v in request.keyframes.items()}, "maps": asdict(self.maps),
                 "settings": asdict(self.settings_for(request)), "fill": self.fill_name}  # fmt: skip
 
@@ -221,7 +224,8 @@ class _Run:
         source = self.request.source
         return render_keyframe(self.request.keyframes[k], frame.map, INTERPOLATIONS[self.p.settings.interpolation],
                                model=self.model(k), frame=source[frame.index],
-                               measured_map=frame.at_measured_size.map)  # fmt: skip
+                               measured_map=frame.at_measured_size.map,
+                               measured_frame=None if self.small is None else self.small[frame.index])  # fmt: skip
 
     def lead(self, k: int) -> Iterator[np.ndarray]:
         """Frames 0..k-1: keyframe k's backward chain, each finished frame saved, then all read back in order."""
@@ -362,5 +366,5 @@ class _Run:
                                              holes_only=pair is not None or scaled, redrawn=self.redrawn(k)))  # fmt: skip
         if not scaled:
             return filled
-        gain = None if model is None else model.gain_at(map_)
+        gain = None if model is None else model.detail_gain_at(map_)
         return detail_fill(rendered, valid, filled, self.request.source[t], source[t], gain, self.p.settings.fill_feather)
