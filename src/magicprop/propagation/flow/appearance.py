@@ -119,12 +119,6 @@ class LocalAffine:
             self._small = small
         return self._small
 
-    def detail_gain_at(self, map_: np.ndarray) -> np.ndarray:
-        """(h, w, 9) float32: the gain for the detail a shrink loses, at the keyframe positions map_ points to: A_f,
-        the detail band's, with two bands (`bands`), else A (`gain_at`)."""
-        bands = self.bands()
-        return self.gain_at(map_) if bands is None else bands.at(map_)[0]
-
     def bands(self) -> "Bands | None":
         """The model in two bands (`Bands`, fitted once, when first asked), or None with `detail_sigma` 0.
 
