@@ -138,7 +138,7 @@ class LocalAffine:
             excess = fine - coarse
             source, edited = self._pair
             base = _subtract_gain(edited, fine, source)
-            base += _apply_enlarged(excess, enlarge(self.settings.low_pass(s8), source.shape[:2]))
+            _apply_enlarged(excess, enlarge(self.settings.low_pass(s8), source.shape[:2]), out=base)  # += X L_k
             self._bands = Bands(np.concatenate([fine, excess], axis=2), base)
         return self._bands
 
@@ -199,15 +199,13 @@ def _local_gain(s: np.ndarray, e: np.ndarray, eps: float, radius: int) -> tuple[
     return box(gain.reshape(h, w, 9)), box(offset)  # row-major (out, in)
 
 
-def _apply_enlarged(gain: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """(H, W, 3) float32: the gain (h, w, 9), enlarged to the colours' size one plane at a time, times the colours."""
+def _apply_enlarged(gain: np.ndarray, colours: np.ndarray, out: np.ndarray) -> None:
+    """out += the gain (h, w, 9), enlarged to the colours' size one plane at a time, times the colours (float32, all
+    (H, W, 3)): no full-size temporary but one plane (at 4K a whole product would be 100 MB)."""
     size = colours.shape[:2]
-    out = np.zeros(size + (3,), np.float32)
-    c32 = colours.astype(np.float32, copy=False)
     for c in range(3):
         for i in range(3):
-            out[..., c] += enlarge(np.ascontiguousarray(gain[..., 3 * c + i]), size) * c32[..., i]
-    return out
+            out[..., c] += enlarge(np.ascontiguousarray(gain[..., 3 * c + i]), size) * colours[..., i]
 
 
 def shrink_map(map_: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -222,12 +220,8 @@ def shrink_map(map_: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def _subtract_gain(edited: np.ndarray, gain: np.ndarray, source: np.ndarray) -> np.ndarray:
     """(H, W, 3) float32 E - A S at E's size, A enlarged one plane at a time (a 4K frame's 9 planes would be 300 MB)."""
-    size = edited.shape[:2]
     out = edited.astype(np.float32)
-    s = source.astype(np.float32)
-    for c in range(3):
-        for i in range(3):
-            out[..., c] -= enlarge(np.ascontiguousarray(gain[..., 3 * c + i]), size) * s[..., i]
+    _apply_enlarged(-gain, source, out)  # the same floats as subtracting: negation is exact
     return out
 
 
