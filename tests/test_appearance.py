@@ -113,6 +113,8 @@ def test_two_bands_fitted_at_a_smaller_size_render_the_keyframe_itself(textured)
 
 
 def test_window_scales_with_the_frame():
+    with pytest.raises(ValueError, match="detail_sigma >= 0"):
+        AppearanceSettings(detail_sigma=-1.0)
     s = AppearanceSettings(radius=4.0)
     assert (s.window(256, 512), s.window(512, 512), s.window(64, 64)) == (4, 8, 2)  # never under 2 px
 

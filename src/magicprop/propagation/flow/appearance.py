@@ -65,6 +65,11 @@ class AppearanceSettings:
     detail_sigma: float = 1.5
     detail_eps: float = 1e-6
 
+    def __post_init__(self) -> None:
+        if self.radius <= 0 or self.eps <= 0 or self.detail_sigma < 0 or self.detail_eps <= 0:
+            raise ValueError(f"AppearanceSettings: radius, eps and detail_eps must be > 0 and detail_sigma >= 0 (0: one "
+                             f"band), got {self.radius}, {self.eps}, {self.detail_eps} and {self.detail_sigma}")  # fmt: skip
+
     def window(self, height: int, width: int) -> int:
         return max(2, int(round(self.radius * min(height, width) / 256.0)))
 
