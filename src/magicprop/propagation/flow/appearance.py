@@ -155,9 +155,7 @@ class LocalAffine:
     def gain_at(self, map_: np.ndarray) -> np.ndarray:
         """(h, w, 9) float32: A at the keyframe positions a frame's map points to, on the gain's own grid (smooth by
         construction: bilinear). A map of another size than the fit (the full-size one) is shrunk to it first."""
-        if map_.shape[:2] != self.fit_size:
-            map_ = shrink_map(map_, self.fit_size)
-        return sample(self.gain, map_, cv2.INTER_LINEAR)
+        return _sample_field(self.gain, map_)
 
 
 @dataclass
@@ -179,10 +177,16 @@ class Bands:
 
     def at(self, map_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(A_f, X) at the keyframe positions a frame's map points to, on their own grid (as `LocalAffine.gain_at`)."""
-        if map_.shape[:2] != self.gains.shape[:2]:
-            map_ = shrink_map(map_, self.gains.shape[:2])
-        both = sample(self.gains, map_, cv2.INTER_LINEAR)
+        both = _sample_field(self.gains, map_)
         return np.ascontiguousarray(both[..., :9]), np.ascontiguousarray(both[..., 9:])
+
+
+def _sample_field(field: np.ndarray, map_: np.ndarray) -> np.ndarray:
+    """A smooth per-pixel field at the fit size (gains), bilinear at the keyframe positions map_ points to; a map of
+    another size (the full-size one) is shrunk to the field's first."""
+    if map_.shape[:2] != field.shape[:2]:
+        map_ = shrink_map(map_, field.shape[:2])
+    return sample(field, map_, cv2.INTER_LINEAR)
 
 
 def _local_gain(s: np.ndarray, e: np.ndarray, eps: float, radius: int) -> tuple[np.ndarray, np.ndarray]:
